@@ -1,0 +1,180 @@
+//! The seam between a flow and the call it controls.
+//!
+//! The Wasm host (`flows`) never talks to SIP, RTP or the simulator directly: every
+//! `voxide:flow/call` import lands on a [`CallControl`] implementation owned by the call's
+//! task. The simulated caller of `vox test` is one implementation; the SIP/RTP call is another.
+//! Types here are plain Rust mirrors of the WIT types, so implementors never depend on
+//! generated bindings.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+/// Voxide's id for one call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub String);
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which side started the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// A caller dialled in.
+    #[default]
+    Inbound,
+    /// Voxide placed the call.
+    Outbound,
+}
+
+/// What the flow is told about its call when it starts.
+#[derive(Debug, Clone, Default)]
+pub struct CallInfo {
+    pub id: CallId,
+    pub from: String,
+    pub to: String,
+    pub direction: Direction,
+    pub headers: Vec<(String, String)>,
+    pub vars: Vec<(String, String)>,
+}
+
+/// Why a call action did not complete (the WIT `call-error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    #[error("caller hung up")]
+    Hangup,
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SayOptions {
+    pub voice: Option<String>,
+    pub language: Option<String>,
+    pub interruptible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatherOptions {
+    pub max_digits: u32,
+    pub finish_on_key: Option<String>,
+    pub timeout_ms: u32,
+    pub inter_digit_timeout_ms: u32,
+    pub speech: bool,
+    pub prompt: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatherResult {
+    pub digits: String,
+    pub speech: Option<String>,
+    pub timed_out: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordOptions {
+    pub max_duration_ms: u32,
+    pub silence_timeout_ms: u32,
+    pub beep: bool,
+    pub finish_on_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recording {
+    pub id: String,
+    pub duration_ms: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DialOptions {
+    pub timeout_ms: u32,
+    pub caller_id: Option<String>,
+    pub record: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialOutcome {
+    Answered { talk_ms: u32 },
+    Busy,
+    NoAnswer,
+    Failed(String),
+}
+
+/// An event a flow emitted with `events.emit`, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowEvent {
+    pub name: String,
+    pub payload: serde_json::Value,
+}
+
+/// Result type of call actions.
+pub type CallResult<T> = Result<T, CallError>;
+
+/// One live call as seen by its flow. Each method completes when the action has finished on
+/// the call (the prompt was heard, digits collected, the bridge ended). Implementations return
+/// [`CallError::Hangup`] once the caller has gone.
+///
+/// Methods take `&mut self`: a call's flow runs one action at a time, in the call's own task.
+#[async_trait]
+pub trait CallControl: Send {
+    async fn answer(&mut self) -> CallResult<()>;
+    async fn reject(&mut self, code: u16, reason: Option<String>) -> CallResult<()>;
+    async fn say(&mut self, text: String, opts: SayOptions) -> CallResult<()>;
+    async fn play(&mut self, media: String) -> CallResult<()>;
+    async fn gather(&mut self, opts: GatherOptions) -> CallResult<GatherResult>;
+    async fn record(&mut self, opts: RecordOptions) -> CallResult<Recording>;
+    async fn dial(&mut self, targets: Vec<String>, opts: DialOptions) -> CallResult<DialOutcome>;
+    async fn enqueue(&mut self, queue: String) -> CallResult<()>;
+    async fn conference(&mut self, room: String) -> CallResult<()>;
+    async fn transfer(&mut self, target: String) -> CallResult<()>;
+    async fn send_dtmf(&mut self, digits: String) -> CallResult<()>;
+    async fn pause(&mut self, ms: u32) -> CallResult<()>;
+    /// Record a call variable; never blocks.
+    fn set_var(&mut self, key: String, value: String);
+    /// End the call; idempotent, never blocks the flow for long.
+    async fn hangup(&mut self);
+    /// A validated event from `events.emit`.
+    fn emit(&mut self, event: FlowEvent);
+    /// A log line from the flow (already tagged with the call id by the host).
+    fn log(&mut self, _level: LogLevel, _message: &str) {}
+    /// True once the caller has gone (hung up, or the call was ended by the API).
+    fn caller_hung_up(&self) -> bool;
+}
+
+/// Severity of a flow log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Checks that apply to every implementation, done once by the host before dispatch.
+pub(crate) fn validate_dtmf(digits: &str) -> CallResult<()> {
+    if digits.is_empty() {
+        return Err(CallError::InvalidArgument("no DTMF digits given".into()));
+    }
+    match digits.chars().find(|c| !is_dtmf(*c)) {
+        Some(c) => {
+            Err(CallError::InvalidArgument(format!("{c:?} is not a DTMF key (use 0-9, *, #, A-D)")))
+        }
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn is_dtmf(c: char) -> bool {
+    matches!(c, '0'..='9' | '*' | '#' | 'A'..='D')
+}

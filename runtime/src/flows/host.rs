@@ -1,0 +1,353 @@
+//! Host side of the `voxide:flow@0.1.0` imports: the one bindgen site, and the glue from each
+//! WIT function to the call's [`CallControl`], the tenant's KV namespace and the log.
+//!
+//! Host functions return `wasmtime::Result<Result<T, CallError>>`: the outer error traps the
+//! guest (host bug or broken invariant), the inner one is an ordinary error the flow handles.
+//! Arguments are validated here once, so every `CallControl` implementation gets clean input.
+
+use tracing::{Level, event};
+
+use super::FlowState;
+use crate::call::{self, CallError, CallResult, LogLevel};
+
+#[allow(unsafe_code, missing_debug_implementations, clippy::all)]
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/flow",
+        world: "voxide:flow/flow@0.1.0",
+        imports: {
+            "voxide:flow/call.set-var": trappable,
+            "voxide:flow/events": trappable,
+            "voxide:flow/kv": trappable,
+            "voxide:flow/log": trappable,
+            default: async | trappable,
+        },
+        exports: { default: async },
+    });
+}
+
+use bindings::voxide::flow::{call as wit_call, events, kv, log, types as wit};
+
+/// The export every flow must provide; named in load errors.
+pub const HANDLER_EXPORT: &str = "voxide:flow/handler@0.1.0";
+
+const MAX_TEXT: usize = 4096;
+const MAX_TARGETS: usize = 16;
+const MAX_TARGET_LEN: usize = 256;
+const MAX_VAR_LEN: usize = 1024;
+const MAX_EVENT_NAME: usize = 128;
+const MAX_EVENT_PAYLOAD: usize = 64 * 1024;
+const MAX_LOG_LINE: usize = 4096;
+const MAX_PAUSE_MS: u32 = 3_600_000;
+
+type HostResult<T> = wasmtime::Result<Result<T, wit::CallError>>;
+
+impl FlowState {
+    /// Bookkeeping after every call action: count it, and reset the guest's CPU budget — the
+    /// budget is per stretch of guest code between two actions, so a flow waiting 30 s for
+    /// digits is not charged for the wait.
+    fn finish<T>(&mut self, result: CallResult<T>) -> Result<T, wit::CallError> {
+        self.actions += 1;
+        self.cpu_ticks = 0;
+        result.map_err(Into::into)
+    }
+}
+
+/// Runs a call action if its arguments passed validation, then [`FlowState::finish`]es it.
+macro_rules! act {
+    ($self:ident, $checked:expr, $action:expr) => {{
+        let result = match $checked {
+            Ok(()) => $action.await,
+            Err(e) => Err(e),
+        };
+        Ok($self.finish(result))
+    }};
+}
+
+fn check(ok: bool, why: impl FnOnce() -> String) -> CallResult<()> {
+    if ok { Ok(()) } else { Err(CallError::InvalidArgument(why())) }
+}
+
+fn check_text(what: &str, text: &str) -> CallResult<()> {
+    check(text.len() <= MAX_TEXT, || {
+        format!("{what} is {} bytes; the limit is {MAX_TEXT}", text.len())
+    })
+}
+
+fn check_keys(keys: &Option<String>) -> CallResult<()> {
+    match keys {
+        Some(k) if k.is_empty() || !k.chars().all(call::is_dtmf) => {
+            Err(CallError::InvalidArgument(format!(
+                "finish-on-key {k:?} must be one or more of 0-9, *, #, A-D"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl wit::Host for FlowState {}
+
+impl wit_call::Host for FlowState {
+    async fn answer(&mut self) -> HostResult<()> {
+        act!(self, Ok(()), self.call.answer())
+    }
+
+    async fn reject(&mut self, code: u16, reason: Option<String>) -> HostResult<()> {
+        let checked = check((400..=699).contains(&code), || {
+            format!("reject code {code} is not a SIP final error response (400-699)")
+        })
+        .and(check_text("reason", reason.as_deref().unwrap_or_default()));
+        act!(self, checked, self.call.reject(code, reason))
+    }
+
+    async fn say(&mut self, text: String, opts: wit::SayOptions) -> HostResult<()> {
+        let checked = check_text("say text", &text);
+        act!(self, checked, self.call.say(text, opts.into()))
+    }
+
+    async fn play(&mut self, media: String) -> HostResult<()> {
+        let checked = check(!media.is_empty() && media.len() <= MAX_TARGET_LEN, || {
+            format!("media reference must be 1-{MAX_TARGET_LEN} bytes")
+        });
+        act!(self, checked, self.call.play(media))
+    }
+
+    async fn gather(&mut self, opts: wit::GatherOptions) -> HostResult<wit::GatherResult> {
+        let checked = check((1..=64).contains(&opts.max_digits), || {
+            format!("max-digits is {}; use 1-64", opts.max_digits)
+        })
+        .and(check_keys(&opts.finish_on_key))
+        .and(check_text("gather prompt", opts.prompt.as_deref().unwrap_or_default()));
+        act!(self, checked, self.call.gather(opts.into())).map(|r| r.map(Into::into))
+    }
+
+    async fn record(&mut self, opts: wit::RecordOptions) -> HostResult<wit::Recording> {
+        let checked = check(opts.max_duration_ms > 0, || "max-duration-ms must be above 0".into())
+            .and(check_keys(&opts.finish_on_key));
+        act!(self, checked, self.call.record(opts.into()))
+            .map(|r| r.map(|r| wit::Recording { id: r.id, duration_ms: r.duration_ms }))
+    }
+
+    async fn dial(
+        &mut self,
+        targets: Vec<String>,
+        opts: wit::DialOptions,
+    ) -> HostResult<wit::DialOutcome> {
+        let checked = check(!targets.is_empty(), || "dial needs at least one target".into())
+            .and(check(targets.len() <= MAX_TARGETS, || {
+                format!("{} dial targets; the limit is {MAX_TARGETS}", targets.len())
+            }))
+            .and(match targets.iter().find(|t| t.is_empty() || t.len() > MAX_TARGET_LEN) {
+                Some(t) => Err(CallError::InvalidArgument(format!(
+                    "dial target {t:?} must be 1-{MAX_TARGET_LEN} bytes"
+                ))),
+                None => Ok(()),
+            });
+        act!(self, checked, self.call.dial(targets, opts.into())).map(|r| r.map(Into::into))
+    }
+
+    async fn enqueue(&mut self, queue: String) -> HostResult<()> {
+        let checked = check(!queue.is_empty() && queue.len() <= MAX_TARGET_LEN, || {
+            format!("queue name must be 1-{MAX_TARGET_LEN} bytes")
+        });
+        act!(self, checked, self.call.enqueue(queue))
+    }
+
+    async fn conference(&mut self, room: String) -> HostResult<()> {
+        let checked = check(!room.is_empty() && room.len() <= MAX_TARGET_LEN, || {
+            format!("room name must be 1-{MAX_TARGET_LEN} bytes")
+        });
+        act!(self, checked, self.call.conference(room))
+    }
+
+    async fn transfer(&mut self, target: String) -> HostResult<()> {
+        let checked = check(!target.is_empty() && target.len() <= MAX_TARGET_LEN, || {
+            format!("transfer target must be 1-{MAX_TARGET_LEN} bytes")
+        });
+        act!(self, checked, self.call.transfer(target))
+    }
+
+    async fn send_dtmf(&mut self, digits: String) -> HostResult<()> {
+        let checked = call::validate_dtmf(&digits);
+        act!(self, checked, self.call.send_dtmf(digits))
+    }
+
+    async fn pause(&mut self, ms: u32) -> HostResult<()> {
+        let checked = check(ms <= MAX_PAUSE_MS, || format!("pause of {ms} ms is over one hour"));
+        act!(self, checked, self.call.pause(ms))
+    }
+
+    fn set_var(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        // Oversized variables are truncated rather than failing: set-var cannot report errors.
+        let key = truncate(key, MAX_VAR_LEN);
+        let value = truncate(value, MAX_VAR_LEN);
+        self.call.set_var(key, value);
+        Ok(())
+    }
+
+    async fn hangup(&mut self) -> wasmtime::Result<()> {
+        self.actions += 1;
+        self.call.hangup().await;
+        self.cpu_ticks = 0;
+        Ok(())
+    }
+}
+
+impl events::Host for FlowState {
+    fn emit(&mut self, name: String, payload: String) -> wasmtime::Result<Result<(), String>> {
+        let valid_name = !name.is_empty()
+            && name.len() <= MAX_EVENT_NAME
+            && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+        if !valid_name {
+            return Ok(Err(format!(
+                "event name {name:?} must be 1-{MAX_EVENT_NAME} bytes of a-z, 0-9, '.', '_', '-'"
+            )));
+        }
+        if payload.len() > MAX_EVENT_PAYLOAD {
+            return Ok(Err(format!(
+                "event payload is {} bytes; the limit is {MAX_EVENT_PAYLOAD}",
+                payload.len()
+            )));
+        }
+        let payload: serde_json::Value = match serde_json::from_str(&payload) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            Ok(_) => return Ok(Err("event payload must be a JSON object".into())),
+            Err(e) => return Ok(Err(format!("event payload is not valid JSON: {e}"))),
+        };
+        self.call.emit(call::FlowEvent { name, payload });
+        Ok(Ok(()))
+    }
+}
+
+impl kv::Host for FlowState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.kv.get(&key))
+    }
+
+    fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.kv.set(key, value).map_err(|e| e.to_string()))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.kv.delete(&key);
+        Ok(())
+    }
+}
+
+impl log::Host for FlowState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let message = truncate(message, MAX_LOG_LINE);
+        let call_id = &self.call_id.0;
+        // `event!` needs a constant level, hence one arm per level.
+        match level {
+            log::Level::Trace => event!(Level::TRACE, call = %call_id, "flow: {message}"),
+            log::Level::Debug => event!(Level::DEBUG, call = %call_id, "flow: {message}"),
+            log::Level::Info => event!(Level::INFO, call = %call_id, "flow: {message}"),
+            log::Level::Warn => event!(Level::WARN, call = %call_id, "flow: {message}"),
+            log::Level::Error => event!(Level::ERROR, call = %call_id, "flow: {message}"),
+        }
+        let level = match level {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        self.call.log(level, &message);
+        Ok(())
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+// Conversions between generated WIT types and the runtime's own call types.
+
+impl From<CallError> for wit::CallError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Hangup => wit::CallError::Hangup,
+            CallError::NotAllowed(s) => wit::CallError::NotAllowed(s),
+            CallError::Timeout => wit::CallError::Timeout,
+            CallError::InvalidArgument(s) => wit::CallError::InvalidArgument(s),
+            CallError::Failed(s) => wit::CallError::Failed(s),
+        }
+    }
+}
+
+impl From<wit::SayOptions> for call::SayOptions {
+    fn from(o: wit::SayOptions) -> Self {
+        call::SayOptions { voice: o.voice, language: o.language, interruptible: o.interruptible }
+    }
+}
+
+impl From<wit::GatherOptions> for call::GatherOptions {
+    fn from(o: wit::GatherOptions) -> Self {
+        call::GatherOptions {
+            max_digits: o.max_digits,
+            finish_on_key: o.finish_on_key,
+            timeout_ms: o.timeout_ms,
+            inter_digit_timeout_ms: o.inter_digit_timeout_ms,
+            speech: o.speech,
+            prompt: o.prompt,
+        }
+    }
+}
+
+impl From<call::GatherResult> for wit::GatherResult {
+    fn from(r: call::GatherResult) -> Self {
+        wit::GatherResult { digits: r.digits, speech: r.speech, timed_out: r.timed_out }
+    }
+}
+
+impl From<wit::RecordOptions> for call::RecordOptions {
+    fn from(o: wit::RecordOptions) -> Self {
+        call::RecordOptions {
+            max_duration_ms: o.max_duration_ms,
+            silence_timeout_ms: o.silence_timeout_ms,
+            beep: o.beep,
+            finish_on_key: o.finish_on_key,
+        }
+    }
+}
+
+impl From<wit::DialOptions> for call::DialOptions {
+    fn from(o: wit::DialOptions) -> Self {
+        call::DialOptions { timeout_ms: o.timeout_ms, caller_id: o.caller_id, record: o.record }
+    }
+}
+
+impl From<call::DialOutcome> for wit::DialOutcome {
+    fn from(o: call::DialOutcome) -> Self {
+        match o {
+            call::DialOutcome::Answered { talk_ms } => wit::DialOutcome::Answered(talk_ms),
+            call::DialOutcome::Busy => wit::DialOutcome::Busy,
+            call::DialOutcome::NoAnswer => wit::DialOutcome::NoAnswer,
+            call::DialOutcome::Failed(s) => wit::DialOutcome::Failed(s),
+        }
+    }
+}
+
+impl From<&call::CallInfo> for wit::CallInfo {
+    fn from(i: &call::CallInfo) -> Self {
+        wit::CallInfo {
+            id: i.id.0.clone(),
+            from: i.from.clone(),
+            to: i.to.clone(),
+            direction: match i.direction {
+                call::Direction::Inbound => wit::Direction::Inbound,
+                call::Direction::Outbound => wit::Direction::Outbound,
+            },
+            headers: i.headers.clone(),
+            vars: i.vars.clone(),
+        }
+    }
+}

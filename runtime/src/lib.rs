@@ -1,0 +1,17 @@
+//! Voxide's host runtime.
+//!
+//! - [`call`]: the seam between a flow and its call — the [`call::CallControl`] trait that the
+//!   simulator and (later) the SIP/RTP call implement.
+//! - [`flows`]: the wasmtime host — compile, cache, sandbox and run flow components.
+//! - [`sim`]: the simulated caller and scenario runner behind `vox test`.
+//! - [`kv`]: per-flow key-value state.
+//! - [`builder`]: builds flow crates into components.
+//!
+//! Only the call layer composes these parts: `flows` knows nothing of SIP or the simulator,
+//! and the simulator knows nothing of wasmtime.
+
+pub mod builder;
+pub mod call;
+pub mod flows;
+pub mod kv;
+pub mod sim;
