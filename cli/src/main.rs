@@ -54,6 +54,9 @@ enum Command {
         /// Only run scenarios whose file name or title contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// Take scenarios from this directory instead of PATH/tests.
+        #[arg(long, value_name = "DIR")]
+        scenarios: Option<PathBuf>,
     },
 }
 
@@ -96,9 +99,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{} KiB, {}", bytes.len() / 1024, flow.digest());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test { paths, json, quiet, filter } => {
+        Command::Test { paths, json, quiet, filter, scenarios } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let opts = test::Options { json, quiet, filter };
+            let opts = test::Options { json, quiet, filter, scenarios };
             let all_passed = runtime.block_on(test::run(&paths, &opts))?;
             Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

@@ -15,6 +15,7 @@ pub struct Options {
     pub json: bool,
     pub quiet: bool,
     pub filter: Option<String>,
+    pub scenarios: Option<PathBuf>,
 }
 
 /// One scenario file's result: a report, or why it could not run.
@@ -80,7 +81,7 @@ async fn test_flow(
     dir: &Path,
     opts: &Options,
 ) -> anyhow::Result<(String, Vec<Ran>)> {
-    let tests = dir.join("tests");
+    let tests = opts.scenarios.clone().unwrap_or_else(|| dir.join("tests"));
     if !tests.is_dir() {
         anyhow::bail!(
             "no scenarios: {} does not exist; add tests/*.toml (format: docs/scenarios.md)",

@@ -79,10 +79,9 @@ pub fn build_flow(dir: &Path, opts: &BuildOptions) -> Result<PathBuf, BuildError
     .env_remove("RUSTFLAGS")
     .env_remove("CARGO_ENCODED_RUSTFLAGS")
     .env_remove("CARGO_BUILD_TARGET");
-    match &opts.target_dir {
-        Some(t) => cmd.env("CARGO_TARGET_DIR", t),
-        None => cmd.env_remove("CARGO_TARGET_DIR"),
-    };
+    if let Some(t) = &opts.target_dir {
+        cmd.env("CARGO_TARGET_DIR", t);
+    }
     if opts.quiet {
         cmd.arg("--quiet");
     }

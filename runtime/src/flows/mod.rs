@@ -414,23 +414,20 @@ impl FlowEngine {
         Ok(Flow { digest, pre })
     }
 
-    /// Runs `flow` for one call to completion and reports how it ended. Never panics and
-    /// never returns early on a guest fault: the fault becomes the outcome.
-    pub async fn run(
+    /// One call's store: its own WASI context granting nothing, the memory/table limiter, and
+    /// the epoch callback that enforces the guest-CPU budget between call actions.
+    fn new_store(
         &self,
-        flow: &Flow,
-        info: CallInfo,
+        call_id: CallId,
         call: Box<dyn CallControl>,
         kv: KvNamespace,
-    ) -> FlowReport {
-        let started = Instant::now();
+        stderr: stdio::TailBuffer,
+    ) -> Store<FlowState> {
         let limits = &self.inner.config.limits;
-        let stderr = stdio::TailBuffer::new(2048);
-        let wasi =
-            WasiCtx::builder().stdout(stdio::TailBuffer::new(0)).stderr(stderr.clone()).build();
+        let wasi = WasiCtx::builder().stdout(stdio::TailBuffer::new(0)).stderr(stderr).build();
         let budget_ticks = (limits.cpu_budget.as_millis() / EPOCH_TICK.as_millis()).max(1);
         let state = FlowState {
-            call_id: info.id.clone(),
+            call_id,
             call,
             kv,
             wasi,
@@ -459,6 +456,45 @@ impl FlowEngine {
             // `Yield` variant starved tokio timers in our spike.
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
         });
+        store
+    }
+
+    /// Measures the fixed cost of a call without running the flow: returns (time to
+    /// instantiate, time for store creation + instantiation + drop). For benchmarks.
+    #[doc(hidden)]
+    pub async fn probe_instantiate(
+        &self,
+        flow: &Flow,
+        call: Box<dyn CallControl>,
+    ) -> anyhow::Result<(Duration, Duration)> {
+        let started = Instant::now();
+        let mut store = self.new_store(
+            CallId::default(),
+            call,
+            KvNamespace::isolated(),
+            stdio::TailBuffer::new(0),
+        );
+        let before = Instant::now();
+        let instance = flow.pre.instantiate_async(&mut store).await;
+        let instantiate = before.elapsed();
+        instance.map_err(|e| anyhow::anyhow!("instantiate: {e:#}"))?;
+        drop(store);
+        Ok((instantiate, started.elapsed()))
+    }
+
+    /// Runs `flow` for one call to completion and reports how it ended. Never panics and
+    /// never returns early on a guest fault: the fault becomes the outcome.
+    pub async fn run(
+        &self,
+        flow: &Flow,
+        info: CallInfo,
+        call: Box<dyn CallControl>,
+        kv: KvNamespace,
+    ) -> FlowReport {
+        let started = Instant::now();
+        let limits = &self.inner.config.limits;
+        let stderr = stdio::TailBuffer::new(2048);
+        let mut store = self.new_store(info.id.clone(), call, kv, stderr.clone());
 
         let wit_info = (&info).into();
         let result = match flow.pre.instantiate_async(&mut store).await {

@@ -40,3 +40,14 @@ pub fn engine(limits: FlowLimits, calls: u32) -> FlowEngine {
 pub fn scenario(toml: &str) -> Scenario {
     Scenario::parse(toml, Path::new("inline.toml")).expect("valid scenario")
 }
+
+/// The benchmark guest: `n` host calls of kind `to` (`sync` or `async`).
+pub fn calls() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| build("tests/guests/calls"))
+}
+
+/// A sample flow from `sample-flows/`, built from source.
+pub fn sample(name: &str) -> Vec<u8> {
+    build(&format!("../sample-flows/{name}"))
+}

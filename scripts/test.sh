@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, host tests, every sample flow's scenarios, and a scaffolded flow.
+# Installs what it needs (the wasm32-wasip2 target). Safe to run on a fresh clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+
+step "format"
+cargo fmt --all --check
+(cd sample-flows && cargo fmt --all --check)
+(cd runtime/tests/guests && cargo fmt --all --check)
+
+step "clippy (host, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "clippy (sample flows, wasm32-wasip2, -D warnings)"
+(cd sample-flows && cargo clippy --target wasm32-wasip2 --release --locked -- -D warnings)
+
+step "host tests"
+cargo test --workspace --locked
+
+step "sample flow scenarios (vox test)"
+cargo build -p voxide-cli --locked
+vox="$root/target/debug/vox"
+flows=()
+for dir in sample-flows/*/; do
+  [ -f "$dir/Cargo.toml" ] || continue
+  # Every sample flow has scenario tests; a missing one fails the build.
+  if ! compgen -G "$dir/tests/*.toml" > /dev/null; then
+    echo "error: ${dir%/} has no scenario tests (tests/*.toml)" >&2
+    exit 1
+  fi
+  flows+=("${dir%/}")
+done
+"$vox" test --quiet "${flows[@]}"
+
+step "scaffolded flows (vox new ... && vox test)"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# The issue's literal check, in a directory of its own with its own target dir.
+(cd "$tmp" && "$vox" new demo --template ivr-menu && cd demo && "$vox" test --quiet)
+# The other templates share one target dir to keep CI fast.
+for t in hello voicemail; do
+  (cd "$tmp" && "$vox" new "my-$t" --template "$t" \
+     && cd "my-$t" && CARGO_TARGET_DIR="$tmp/demo/target" "$vox" test --quiet)
+done
