@@ -8,11 +8,12 @@ mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use voxide_runtime::builder::{self, BuildOptions};
-use voxide_runtime::flows::{FlowEngine, FlowEngineConfig};
+use voxide_runtime::flows::{FlowEngine, FlowEngineConfig, FlowLimits};
 
 #[derive(Parser, Debug)]
 #[command(name = "vox", version, about = "Build, test and run Voxide call flows")]
@@ -116,5 +117,8 @@ fn flow_engine() -> anyhow::Result<FlowEngine> {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
             .map(|c| c.join("voxide").join("flows"))
     });
-    FlowEngine::new(FlowEngineConfig { cache_dir, max_concurrent_calls: 64, ..Default::default() })
+    // Simulated calls finish in milliseconds of real time; a flow that blocks on a WASI
+    // clock must not hang the test run for the production limit of hours.
+    let limits = FlowLimits { max_call_duration: Duration::from_secs(60), ..FlowLimits::default() };
+    FlowEngine::new(FlowEngineConfig { cache_dir, max_concurrent_calls: 64, limits })
 }

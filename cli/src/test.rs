@@ -137,6 +137,9 @@ async fn test_flow(
         let real_ms = started.elapsed().as_secs_f64() * 1000.0;
         results.push(Ran::Report { file, report: Box::new(report), real_ms });
     }
+    if results.is_empty() {
+        anyhow::bail!("no scenario in {} matches --filter {:?}", tests.display(), opts.filter);
+    }
     Ok((flow.digest().to_owned(), results))
 }
 

@@ -59,6 +59,15 @@ use bindings::voxide::flow::{
 };
 
 /// Everything a flow usually needs: `use voxide_guest::prelude::*;`.
+///
+/// ```no_run
+/// use voxide_guest::prelude::*;
+///
+/// fn greet(call: &Call) -> Result<()> {
+///     call.answer()?;
+///     call.say(Say::text("Welcome to Acme").interruptible())
+/// }
+/// ```
 pub mod prelude {
     pub use crate::{
         Call, CallInfo, Dial, DialOutcome, Direction, Error, Event, Flow, Gather, GatherResult,
@@ -85,6 +94,18 @@ pub mod prelude {
 pub trait Flow {
     /// Runs once per call. Return `Ok(())` when done; an `Err` ends the call with a flow error
     /// that is logged and recorded in the call's CDR (a hang-up is recorded as such).
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # struct Support;
+    /// # impl Flow for Support {
+    /// fn handle(call: &Call) -> Result<()> {
+    ///     let queue = call.var("queue").ok_or_else(|| Error::msg("route sets no queue"))?;
+    ///     call.answer()?;
+    ///     call.enqueue(queue)
+    /// }
+    /// # }
+    /// ```
     fn handle(call: &Call) -> Result<()>;
 }
 
@@ -123,9 +144,31 @@ pub fn __run<F: Flow>(info: wit::CallInfo) -> std::result::Result<(), String> {
 }
 
 /// Result of a call action.
+///
+/// ```
+/// # use voxide_guest::{Error, Result};
+/// fn check_pin(pin: &str) -> Result<()> {
+///     if pin.len() != 4 {
+///         return Err(Error::msg("PIN must have 4 digits"));
+///     }
+///     Ok(())
+/// }
+/// assert!(check_pin("1234").is_ok());
+/// assert_eq!(check_pin("12"), Err(Error::msg("PIN must have 4 digits")));
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a call action did not complete.
+///
+/// ```no_run
+/// # use voxide_guest::prelude::*;
+/// # fn f(call: &Call) -> Result<()> {
+/// match call.enqueue("support") {
+///     Err(Error::Timeout) => call.say("All agents are busy. Please call back later.")?,
+///     other => other?,
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
@@ -156,6 +199,17 @@ impl Error {
     }
 
     /// True if the caller has gone: the flow should stop.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// match call.gather(Gather::digits(1).prompt("Rate our service from 1 to 5")) {
+    ///     Ok(answer) => call.set_var("rating", &answer.digits),
+    ///     Err(e) if e.is_hangup() => call.set_var("rating", "abandoned"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_hangup(&self) -> bool {
         matches!(self, Error::Hangup)
     }
@@ -189,6 +243,16 @@ impl From<wit::CallError> for Error {
 }
 
 /// Which side started the call.
+///
+/// ```no_run
+/// # use voxide_guest::prelude::*;
+/// # fn f(call: &Call) -> Result<()> {
+/// match call.info().direction {
+///     Direction::Inbound => call.say("Thank you for calling Acme Dental")?,
+///     Direction::Outbound => call.say("This is Acme Dental with an appointment reminder")?,
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     /// A caller dialled in.
@@ -198,6 +262,16 @@ pub enum Direction {
 }
 
 /// What the flow knows about its call. Reach it through [`Call::info`].
+///
+/// ```no_run
+/// # use voxide_guest::prelude::*;
+/// # fn f(call: &Call) -> Result<()> {
+/// let info = call.info();
+/// voxide_guest::log::info(&format!("call {} from {} to {}", info.id, info.from, info.to));
+/// let campaign = info.vars.iter().find(|(k, _)| k == "campaign").map(|(_, v)| v.as_str());
+/// call.set_var("campaign", campaign.unwrap_or("none"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct CallInfo {
     /// Voxide's call id (in logs, CDRs and events).
@@ -231,6 +305,17 @@ impl From<wit::CallInfo> for CallInfo {
 }
 
 /// The call this flow instance runs for. Every action blocks until it has finished.
+///
+/// ```no_run
+/// # use voxide_guest::prelude::*;
+/// # fn f(call: &Call) -> Result<()> {
+/// call.answer()?;
+/// call.say("Please leave a message after the tone")?;
+/// let message = call.record(Record::new().beep())?;
+/// call.set_var("voicemail", &message.id);
+/// call.hangup();
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Call {
     info: CallInfo,
@@ -238,16 +323,40 @@ pub struct Call {
 
 impl Call {
     /// Everything known about the call at start.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// if call.info().direction == Direction::Outbound {
+    ///     call.say("Hello, this is a reminder from Acme Dental")?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn info(&self) -> &CallInfo {
         &self.info
     }
 
     /// The calling party.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// voxide_guest::log::info(&format!("inbound call from {}", call.from()));
+    /// # Ok(()) }
+    /// ```
     pub fn from(&self) -> &str {
         &self.info.from
     }
 
     /// The called party.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// let team = if call.to() == "+15550100" { "sales" } else { "support" };
+    /// call.set_var("team", team);
+    /// # Ok(()) }
+    /// ```
     pub fn to(&self) -> &str {
         &self.info.to
     }
@@ -265,6 +374,14 @@ impl Call {
     }
 
     /// The first INVITE header with this name (case-insensitive).
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// let caller = call.header("P-Asserted-Identity").unwrap_or(call.from());
+    /// call.set_var("caller", caller);
+    /// # Ok(()) }
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
         self.info
             .headers
@@ -274,6 +391,14 @@ impl Call {
     }
 
     /// Answer the call. Actions before `answer` run as early media.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// call.answer()?;
+    /// call.say("Thank you for calling Acme")?;
+    /// # Ok(()) }
+    /// ```
     pub fn answer(&self) -> Result<()> {
         Ok(wit_call::answer()?)
     }
@@ -305,6 +430,13 @@ impl Call {
     }
 
     /// Play an audio asset (asset id or a URL the manifest allows).
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// call.play("welcome.wav")?;
+    /// # Ok(()) }
+    /// ```
     pub fn play(&self, media: &str) -> Result<()> {
         Ok(wit_call::play(media)?)
     }
@@ -360,36 +492,93 @@ impl Call {
     }
 
     /// Wait in `queue` (with hold music) until an agent takes the call and finishes.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// call.say("Please hold for the next available support agent")?;
+    /// call.enqueue("support")?;
+    /// # Ok(()) }
+    /// ```
     pub fn enqueue(&self, queue: &str) -> Result<()> {
         Ok(wit_call::enqueue(queue)?)
     }
 
     /// Join conference `room` until it ends for this caller.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// call.say("Joining the daily standup")?;
+    /// call.conference("standup")?;
+    /// # Ok(()) }
+    /// ```
     pub fn conference(&self, room: &str) -> Result<()> {
         Ok(wit_call::conference(room)?)
     }
 
     /// Blind-transfer the caller (SIP REFER); the call then leaves this flow.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// call.say("Transferring you to the front desk")?;
+    /// call.transfer("sip:front-desk@pbx.example.com")?;
+    /// # Ok(()) }
+    /// ```
     pub fn transfer(&self, target: &str) -> Result<()> {
         Ok(wit_call::transfer(target)?)
     }
 
     /// Send DTMF digits to the caller.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// // Outbound call into a partner's IVR: pick option 2, then the account number.
+    /// call.send_dtmf("2")?;
+    /// call.pause(1500)?;
+    /// call.send_dtmf("48213#")?;
+    /// # Ok(()) }
+    /// ```
     pub fn send_dtmf(&self, digits: &str) -> Result<()> {
         Ok(wit_call::send_dtmf(digits)?)
     }
 
     /// Wait `ms` milliseconds.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// call.say("One moment while we look up your account")?;
+    /// call.pause(2000)?;
+    /// # Ok(()) }
+    /// ```
     pub fn pause(&self, ms: u32) -> Result<()> {
         Ok(wit_call::pause(ms)?)
     }
 
     /// Set a call variable (kept in the CDR and events).
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// call.set_var("menu_choice", "sales");
+    /// # Ok(()) }
+    /// ```
     pub fn set_var(&self, key: &str, value: &str) {
         wit_call::set_var(key, value)
     }
 
     /// End the call. Safe to call more than once.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// call.say("Thank you for calling. Goodbye.")?;
+    /// call.hangup();
+    /// # Ok(()) }
+    /// ```
     pub fn hangup(&self) {
         wit_call::hangup()
     }
@@ -409,6 +598,12 @@ impl Call {
 }
 
 /// Text to speak, with options. `&str` converts into a plain, non-interruptible `Say`.
+///
+/// ```
+/// # use voxide_guest::Say;
+/// let menu = Say::text("Para español, oprima dos").language("es-US").interruptible();
+/// let thanks: Say = "Thank you for calling".into();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Say {
     text: String,
@@ -417,6 +612,11 @@ pub struct Say {
 
 impl Say {
     /// Speak `text` with the default voice.
+    ///
+    /// ```
+    /// # use voxide_guest::Say;
+    /// let greeting = Say::text("Welcome to Acme");
+    /// ```
     pub fn text(text: impl Into<String>) -> Self {
         Say {
             text: text.into(),
@@ -424,16 +624,31 @@ impl Say {
         }
     }
     /// Use a specific TTS voice.
+    ///
+    /// ```
+    /// # use voxide_guest::Say;
+    /// let greeting = Say::text("Welcome to Acme").voice("en-US-female");
+    /// ```
     pub fn voice(mut self, voice: impl Into<String>) -> Self {
         self.options.voice = Some(voice.into());
         self
     }
     /// Speak in this language (BCP 47, e.g. `en-GB`).
+    ///
+    /// ```
+    /// # use voxide_guest::Say;
+    /// let greeting = Say::text("Willkommen bei Acme").language("de-DE");
+    /// ```
     pub fn language(mut self, language: impl Into<String>) -> Self {
         self.options.language = Some(language.into());
         self
     }
     /// Let a key press cut the prompt short (the key is kept for the next gather).
+    ///
+    /// ```
+    /// # use voxide_guest::Say;
+    /// let menu = Say::text("For sales press 1, for support press 2").interruptible();
+    /// ```
     pub fn interruptible(mut self) -> Self {
         self.options.interruptible = true;
         self
@@ -463,6 +678,11 @@ pub struct Gather(wit::GatherOptions);
 
 impl Gather {
     /// Collect up to `max` digits (clamped to 1..=64).
+    ///
+    /// ```
+    /// # use voxide_guest::Gather;
+    /// let choice = Gather::digits(1).prompt("For sales press 1, for support press 2");
+    /// ```
     pub fn digits(max: u32) -> Self {
         Gather(wit::GatherOptions {
             max_digits: max.clamp(1, 64),
@@ -474,26 +694,51 @@ impl Gather {
         })
     }
     /// End input early on this key (not included in the digits).
+    ///
+    /// ```
+    /// # use voxide_guest::Gather;
+    /// let account = Gather::digits(10).finish_on_key('#');
+    /// ```
     pub fn finish_on_key(mut self, key: char) -> Self {
         self.0.finish_on_key = Some(key.to_string());
         self
     }
     /// Wait this long for the first digit after the prompt.
+    ///
+    /// ```
+    /// # use voxide_guest::Gather;
+    /// let choice = Gather::digits(1).timeout_ms(8000);
+    /// ```
     pub fn timeout_ms(mut self, ms: u32) -> Self {
         self.0.timeout_ms = ms;
         self
     }
     /// Wait this long for each further digit.
+    ///
+    /// ```
+    /// # use voxide_guest::Gather;
+    /// let card = Gather::digits(16).inter_digit_timeout_ms(5000);
+    /// ```
     pub fn inter_digit_timeout_ms(mut self, ms: u32) -> Self {
         self.0.inter_digit_timeout_ms = ms;
         self
     }
     /// Speak this prompt first; a key press interrupts it.
+    ///
+    /// ```
+    /// # use voxide_guest::Gather;
+    /// let pin = Gather::digits(4).prompt("Please enter your four digit PIN");
+    /// ```
     pub fn prompt(mut self, text: impl Into<String>) -> Self {
         self.0.prompt = Some(text.into());
         self
     }
     /// Also accept speech (reserved: needs a speech-recognition engine on the host).
+    ///
+    /// ```
+    /// # use voxide_guest::Gather;
+    /// let choice = Gather::digits(1).speech().prompt("Say or press 1 for billing");
+    /// ```
     pub fn speech(mut self) -> Self {
         self.0.speech = true;
         self
@@ -501,6 +746,21 @@ impl Gather {
 }
 
 /// What [`Call::gather`] collected.
+///
+/// ```
+/// # use voxide_guest::GatherResult;
+/// fn department(choice: &GatherResult) -> Option<&'static str> {
+///     match choice.digits.as_str() {
+///         "1" => Some("sales"),
+///         "2" => Some("support"),
+///         _ => None,
+///     }
+/// }
+/// let pressed = GatherResult { digits: "2".into(), speech: None, timed_out: false };
+/// assert_eq!(department(&pressed), Some("support"));
+/// let silent = GatherResult { digits: String::new(), speech: None, timed_out: true };
+/// assert_eq!(department(&silent), None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatherResult {
     /// Digits pressed, without the finish key.
@@ -522,6 +782,11 @@ pub struct Record(wit::RecordOptions);
 
 impl Record {
     /// Default recording options.
+    ///
+    /// ```
+    /// # use voxide_guest::Record;
+    /// let voicemail = Record::new();
+    /// ```
     pub fn new() -> Self {
         Record(wit::RecordOptions {
             max_duration_ms: 120_000,
@@ -531,21 +796,41 @@ impl Record {
         })
     }
     /// Hard limit on length.
+    ///
+    /// ```
+    /// # use voxide_guest::Record;
+    /// let voicemail = Record::new().max_duration_ms(180_000);
+    /// ```
     pub fn max_duration_ms(mut self, ms: u32) -> Self {
         self.0.max_duration_ms = ms;
         self
     }
     /// Stop after this much silence (0 = never).
+    ///
+    /// ```
+    /// # use voxide_guest::Record;
+    /// let voicemail = Record::new().silence_timeout_ms(3000);
+    /// ```
     pub fn silence_timeout_ms(mut self, ms: u32) -> Self {
         self.0.silence_timeout_ms = ms;
         self
     }
     /// Beep before recording.
+    ///
+    /// ```
+    /// # use voxide_guest::Record;
+    /// let voicemail = Record::new().beep();
+    /// ```
     pub fn beep(mut self) -> Self {
         self.0.beep = true;
         self
     }
     /// Stop when this key is pressed.
+    ///
+    /// ```
+    /// # use voxide_guest::Record;
+    /// let voicemail = Record::new().finish_on_key('#');
+    /// ```
     pub fn finish_on_key(mut self, key: char) -> Self {
         self.0.finish_on_key = Some(key.to_string());
         self
@@ -559,6 +844,22 @@ impl Default for Record {
 }
 
 /// A finished recording.
+///
+/// ```no_run
+/// # use voxide_guest::prelude::*;
+/// # fn f(call: &Call) -> Result<()> {
+/// let message = call.record(Record::new().beep().finish_on_key('#'))?;
+/// if message.duration_ms < 1000 {
+///     call.say("Your message was too short")?;
+/// } else {
+///     call.emit(
+///         Event::new("voicemail.created")
+///             .str("recording_id", &message.id)
+///             .num("duration_ms", i64::from(message.duration_ms)),
+///     )?;
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recording {
     /// Id to fetch it from the control API.
@@ -581,6 +882,11 @@ pub struct Dial {
 
 impl Dial {
     /// Dial one target (E.164 number, registered user or SIP URI).
+    ///
+    /// ```
+    /// # use voxide_guest::Dial;
+    /// let sales = Dial::to("sip:sales@pbx.example.com");
+    /// ```
     pub fn to(target: impl Into<String>) -> Self {
         Dial {
             targets: vec![target.into()],
@@ -588,21 +894,41 @@ impl Dial {
         }
     }
     /// Ring another target at the same time; the first to answer wins.
+    ///
+    /// ```
+    /// # use voxide_guest::Dial;
+    /// let on_call = Dial::to("sip:alice@pbx.example.com").also("+15550199");
+    /// ```
     pub fn also(mut self, target: impl Into<String>) -> Self {
         self.targets.push(target.into());
         self
     }
     /// Ring for at most this long.
+    ///
+    /// ```
+    /// # use voxide_guest::Dial;
+    /// let sales = Dial::to("sip:sales@pbx.example.com").timeout_ms(20_000);
+    /// ```
     pub fn timeout_ms(mut self, ms: u32) -> Self {
         self.options.timeout_ms = ms;
         self
     }
     /// Present this calling number.
+    ///
+    /// ```
+    /// # use voxide_guest::Dial;
+    /// let callback = Dial::to("+15550123").caller_id("+15550100");
+    /// ```
     pub fn caller_id(mut self, id: impl Into<String>) -> Self {
         self.options.caller_id = Some(id.into());
         self
     }
     /// Record the bridged conversation.
+    ///
+    /// ```
+    /// # use voxide_guest::Dial;
+    /// let support = Dial::to("sip:support@pbx.example.com").record();
+    /// ```
     pub fn record(mut self) -> Self {
         self.options.record = true;
         self
@@ -610,6 +936,16 @@ impl Dial {
 }
 
 /// How a [`Call::dial`] ended.
+///
+/// ```
+/// # use voxide_guest::DialOutcome;
+/// fn needs_voicemail(outcome: &DialOutcome) -> bool {
+///     !matches!(outcome, DialOutcome::Answered { .. })
+/// }
+/// assert!(!needs_voicemail(&DialOutcome::Answered { talk_ms: 95_000 }));
+/// assert!(needs_voicemail(&DialOutcome::Busy));
+/// assert!(needs_voicemail(&DialOutcome::Failed("no route to sales".into())));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DialOutcome {
     /// Bridged; returned after the dialled party hung up.
@@ -640,25 +976,55 @@ pub struct Event {
 
 impl Event {
     /// A new event named e.g. `voicemail.created`.
+    ///
+    /// ```
+    /// # use voxide_guest::Event;
+    /// let e = Event::new("call.abandoned");
+    /// assert_eq!(e.payload(), "{}");
+    /// ```
     pub fn new(name: impl Into<String>) -> Self {
         Event { name: name.into(), fields: Vec::new() }
     }
     /// Add a string field.
+    ///
+    /// ```
+    /// # use voxide_guest::Event;
+    /// let e = Event::new("menu.selected").str("department", "sales");
+    /// assert_eq!(e.payload(), r#"{"department":"sales"}"#);
+    /// ```
     pub fn str(mut self, key: &str, value: &str) -> Self {
         self.fields.push((key.to_owned(), json_string(value)));
         self
     }
     /// Add a numeric field.
+    ///
+    /// ```
+    /// # use voxide_guest::Event;
+    /// let e = Event::new("queue.left").num("wait_ms", 42_000);
+    /// assert_eq!(e.payload(), r#"{"wait_ms":42000}"#);
+    /// ```
     pub fn num(mut self, key: &str, value: i64) -> Self {
         self.fields.push((key.to_owned(), value.to_string()));
         self
     }
     /// Add a boolean field.
+    ///
+    /// ```
+    /// # use voxide_guest::Event;
+    /// let e = Event::new("survey.completed").bool("satisfied", true);
+    /// assert_eq!(e.payload(), r#"{"satisfied":true}"#);
+    /// ```
     pub fn bool(mut self, key: &str, value: bool) -> Self {
         self.fields.push((key.to_owned(), value.to_string()));
         self
     }
     /// The JSON object sent as the payload.
+    ///
+    /// ```
+    /// # use voxide_guest::Event;
+    /// let e = Event::new("callback.requested").str("number", "+15550123").bool("urgent", false);
+    /// assert_eq!(e.payload(), r#"{"number":"+15550123","urgent":false}"#);
+    /// ```
     pub fn payload(&self) -> String {
         let mut out = String::from("{");
         for (i, (k, v)) in self.fields.iter().enumerate() {
@@ -702,14 +1068,38 @@ pub mod kv {
     use super::wit_kv;
 
     /// The value under `key`, if any.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// if let Some(notice) = voxide_guest::kv::get("holiday_notice") {
+    ///     call.say(notice)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn get(key: &str) -> Option<String> {
         wit_kv::get(key)
     }
     /// Store `value` under `key`; errors if a size limit would be exceeded.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// voxide_guest::kv::set("last_caller", call.from()).map_err(Error::msg)?;
+    /// # Ok(()) }
+    /// ```
     pub fn set(key: &str, value: &str) -> Result<(), String> {
         wit_kv::set(key, value)
     }
     /// Remove `key`.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// call.say("Your callback request has been cancelled")?;
+    /// voxide_guest::kv::delete(&format!("callback:{}", call.from()));
+    /// # Ok(()) }
+    /// ```
     pub fn delete(key: &str) {
         wit_kv::delete(key)
     }
@@ -724,18 +1114,50 @@ pub mod log {
     use super::wit_log::{self, Level};
 
     /// Debug-level message.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// voxide_guest::log::debug(&format!("route vars: {:?}", call.info().vars));
+    /// # Ok(()) }
+    /// ```
     pub fn debug(message: &str) {
         wit_log::log(Level::Debug, message)
     }
     /// Info-level message.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// voxide_guest::log::info(&format!("caller {} chose sales", call.from()));
+    /// # Ok(()) }
+    /// ```
     pub fn info(message: &str) {
         wit_log::log(Level::Info, message)
     }
     /// Warning.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// if call.var("sales").is_none() {
+    ///     voxide_guest::log::warn("route sets no sales target; using the default");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn warn(message: &str) {
         wit_log::log(Level::Warn, message)
     }
     /// Error.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// if let DialOutcome::Failed(why) = call.dial(Dial::to("sip:sales@pbx.example.com"))? {
+    ///     voxide_guest::log::error(&format!("dialling sales failed: {why}"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn error(message: &str) {
         wit_log::log(Level::Error, message)
     }

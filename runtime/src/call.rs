@@ -144,6 +144,11 @@ pub trait CallControl: Send {
     fn set_var(&mut self, key: String, value: String);
     /// End the call; idempotent, never blocks the flow for long.
     async fn hangup(&mut self);
+    /// The host ends the call after its flow finished (returned, failed or was stopped).
+    /// Idempotent; by default the same as [`hangup`](Self::hangup).
+    async fn end(&mut self) {
+        self.hangup().await
+    }
     /// A validated event from `events.emit`.
     fn emit(&mut self, event: FlowEvent);
     /// A log line from the flow (already tagged with the call id by the host).

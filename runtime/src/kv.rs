@@ -20,16 +20,19 @@ pub enum KvError {
     TooManyKeys,
 }
 
+/// (tenant, flow).
+type NamespaceKey = (String, String);
+
 /// All namespaces of a process. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryKv {
-    spaces: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
+    spaces: Arc<Mutex<HashMap<NamespaceKey, HashMap<String, String>>>>,
 }
 
 impl MemoryKv {
     /// The namespace of one flow for one tenant.
     pub fn namespace(&self, tenant: &str, flow: &str) -> KvNamespace {
-        KvNamespace { store: self.clone(), name: format!("{tenant}/{flow}") }
+        KvNamespace { store: self.clone(), name: (tenant.to_owned(), flow.to_owned()) }
     }
 }
 
@@ -37,7 +40,8 @@ impl MemoryKv {
 #[derive(Debug, Clone)]
 pub struct KvNamespace {
     store: MemoryKv,
-    name: String,
+    /// (tenant, flow): a tuple, so no choice of names can make two namespaces collide.
+    name: NamespaceKey,
 }
 
 impl KvNamespace {
@@ -85,6 +89,10 @@ mod tests {
         let kv = MemoryKv::default();
         let a = kv.namespace("t1", "ivr");
         let b = kv.namespace("t2", "ivr");
+        let c = kv.namespace("t1/ivr", "x");
+        let d = kv.namespace("t1", "ivr/x");
+        c.set("k".into(), "c".into()).unwrap();
+        assert_eq!(d.get("k"), None, "names containing '/' do not collide");
         a.set("k".into(), "v".into()).unwrap();
         assert_eq!(a.get("k").as_deref(), Some("v"));
         assert_eq!(b.get("k"), None);

@@ -127,20 +127,31 @@ async fn cpu_budget_counts_guest_time_between_actions() {
     // The flow got to speak before it spun, and the call was ended for it.
     let steps: Vec<String> = report.transcript.iter().map(|e| e.step.to_string()).collect();
     assert!(steps.iter().any(|s| s.contains("one moment")), "{steps:#?}");
-    assert!(steps.iter().any(|s| s.starts_with("hangup")), "{steps:#?}");
+    assert!(steps.iter().any(|s| s == "hangup (host: flow ended)"), "{steps:#?}");
+}
+
+#[tokio::test]
+async fn cpu_budget_resets_at_each_call_action_but_not_on_failing_ones() {
+    let engine = common::engine(limits(500, 16), 4);
+    let flow = engine.load(common::hostile()).expect("loads");
+    let report = sim::run_scenario(&engine, &flow, &call_to("spin-between-actions"), 0).await;
+    assert_eq!(report.outcome, "completed", "800 ms of CPU in 100 ms stretches is allowed");
+    let report = sim::run_scenario(&engine, &flow, &call_to("spin-on-failing-actions"), 0).await;
+    assert!(report.outcome.starts_with("deadline exceeded"), "{}", report.outcome);
 }
 
 #[tokio::test]
 async fn the_engine_keeps_serving_after_faults() {
     let engine = common::engine(limits(200, 16), 8);
     let flow = engine.load(common::hostile()).expect("loads");
-    for to in ["panic", "memory-bomb", "recursion"] {
+    for (to, outcome) in [
+        ("panic", "trapped: the flow panicked"),
+        ("memory-bomb", "memory exceeded"),
+        ("recursion", "trapped: stack overflow"),
+        ("loop", "deadline exceeded"),
+    ] {
         let r = sim::run_scenario(&engine, &flow, &call_to(to), 0).await;
-        assert!(
-            r.outcome.starts_with("trapped") || r.outcome.starts_with("memory"),
-            "{to}: {}",
-            r.outcome
-        );
+        assert!(r.outcome.starts_with(outcome), "{to}: {}", r.outcome);
     }
     let s = common::scenario(
         "[[caller]]\nat_ms = 100\ndtmf = \"5\"\n[[expect]]\nsay = \"You pressed 5\"\n[[expect]]\noutcome = \"completed\"",

@@ -7,6 +7,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -54,10 +55,16 @@ pub(super) fn compile_cached(
     Ok((component, LoadSource::Compiled))
 }
 
-/// Write to a temporary file then rename, so a crash never leaves a torn artifact.
+/// Write to a temporary file then rename, so a crash never leaves a torn artifact. The
+/// temporary name is unique per process and write, so concurrent loads of the same new flow
+/// (in this process or another) each rename a complete file over the same name.
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }

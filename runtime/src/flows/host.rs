@@ -39,16 +39,24 @@ const MAX_EVENT_NAME: usize = 128;
 const MAX_EVENT_PAYLOAD: usize = 64 * 1024;
 const MAX_LOG_LINE: usize = 4096;
 const MAX_PAUSE_MS: u32 = 3_600_000;
+const MAX_DTMF: usize = 64;
 
 type HostResult<T> = wasmtime::Result<Result<T, wit::CallError>>;
 
 impl FlowState {
     /// Bookkeeping after every call action: count it, and reset the guest's CPU budget — the
     /// budget is per stretch of guest code between two actions, so a flow waiting 30 s for
-    /// digits is not charged for the wait.
-    fn finish<T>(&mut self, result: CallResult<T>) -> Result<T, wit::CallError> {
+    /// digits is not charged for the wait. Only an action that reached a live call resets it:
+    /// a flow spinning on actions that fail at once (bad arguments, or `err(hangup)` after the
+    /// call is over) still runs into its budget.
+    fn finish<T>(&mut self, dispatched: bool, result: CallResult<T>) -> Result<T, wit::CallError> {
         self.actions += 1;
-        self.cpu_ticks = 0;
+        if dispatched && !self.call_over {
+            self.cpu_ticks = 0;
+        }
+        if matches!(result, Err(CallError::Hangup)) {
+            self.call_over = true;
+        }
         result.map_err(Into::into)
     }
 }
@@ -56,11 +64,13 @@ impl FlowState {
 /// Runs a call action if its arguments passed validation, then [`FlowState::finish`]es it.
 macro_rules! act {
     ($self:ident, $checked:expr, $action:expr) => {{
-        let result = match $checked {
-            Ok(()) => $action.await,
-            Err(e) => Err(e),
-        };
-        Ok($self.finish(result))
+        match $checked {
+            Ok(()) => {
+                let result = $action.await;
+                Ok($self.finish(true, result))
+            }
+            Err(e) => Ok($self.finish(false, Err(e))),
+        }
     }};
 }
 
@@ -168,7 +178,9 @@ impl wit_call::Host for FlowState {
     }
 
     async fn send_dtmf(&mut self, digits: String) -> HostResult<()> {
-        let checked = call::validate_dtmf(&digits);
+        let checked = call::validate_dtmf(&digits).and(check(digits.len() <= MAX_DTMF, || {
+            format!("{} DTMF digits; the limit is {MAX_DTMF}", digits.len())
+        }));
         act!(self, checked, self.call.send_dtmf(digits))
     }
 
@@ -187,8 +199,11 @@ impl wit_call::Host for FlowState {
 
     async fn hangup(&mut self) -> wasmtime::Result<()> {
         self.actions += 1;
-        self.call.hangup().await;
-        self.cpu_ticks = 0;
+        if !self.call_over {
+            self.call.hangup().await;
+            self.cpu_ticks = 0;
+            self.call_over = true;
+        }
         Ok(())
     }
 }

@@ -38,6 +38,10 @@ pub struct FlowLimits {
     pub memory_bytes: usize,
     /// Cap on elements of each core table.
     pub table_elements: usize,
+    /// Cap on host resources (WASI streams, pollables) a call's instance may hold at once.
+    pub max_resources: usize,
+    /// Longest a flow may run for one call, waiting included; then the call is ended.
+    pub max_call_duration: Duration,
 }
 
 impl Default for FlowLimits {
@@ -46,6 +50,8 @@ impl Default for FlowLimits {
             cpu_budget: Duration::from_secs(2),
             memory_bytes: 64 << 20,
             table_elements: 20_000,
+            max_resources: 1000,
+            max_call_duration: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -137,6 +143,8 @@ pub enum FlowOutcome {
     DeadlineExceeded { budget: Duration },
     /// The flow tried to grow its memory past the cap.
     MemoryExceeded { limit_bytes: usize },
+    /// The call ran longer than the engine's maximum call duration.
+    DurationExceeded { limit: Duration },
     /// The flow trapped: a panic, stack overflow or other fault. The message names it.
     Trapped(String),
     /// The instance could not be created (e.g. all sandbox slots busy).
@@ -145,7 +153,7 @@ pub enum FlowOutcome {
 
 impl FlowOutcome {
     /// Short machine name: `completed`, `hung-up`, `flow-error`, `deadline-exceeded`,
-    /// `memory-exceeded`, `trapped`, `instantiate-failed`.
+    /// `memory-exceeded`, `duration-exceeded`, `trapped`, `instantiate-failed`.
     pub fn kind(&self) -> &'static str {
         match self {
             FlowOutcome::Completed => "completed",
@@ -153,6 +161,7 @@ impl FlowOutcome {
             FlowOutcome::FlowError(_) => "flow-error",
             FlowOutcome::DeadlineExceeded { .. } => "deadline-exceeded",
             FlowOutcome::MemoryExceeded { .. } => "memory-exceeded",
+            FlowOutcome::DurationExceeded { .. } => "duration-exceeded",
             FlowOutcome::Trapped(_) => "trapped",
             FlowOutcome::InstantiateFailed(_) => "instantiate-failed",
         }
@@ -178,6 +187,9 @@ impl std::fmt::Display for FlowOutcome {
             }
             FlowOutcome::MemoryExceeded { limit_bytes } => {
                 write!(f, "memory exceeded: the flow tried to grow past {} MiB", limit_bytes >> 20)
+            }
+            FlowOutcome::DurationExceeded { limit } => {
+                write!(f, "duration exceeded: the call ran longer than {limit:?}")
             }
             FlowOutcome::Trapped(m) => write!(f, "trapped: {m}"),
             FlowOutcome::InstantiateFailed(m) => write!(f, "instantiate failed: {m}"),
@@ -225,6 +237,8 @@ pub(crate) struct FlowState {
     cpu_budget_ticks: u32,
     deadline_hit: bool,
     actions: u64,
+    /// The flow has been told the call is over (`err(hangup)`) or ended it itself.
+    call_over: bool,
 }
 
 impl WasiView for FlowState {
@@ -233,9 +247,11 @@ impl WasiView for FlowState {
     }
 }
 
-/// Memory and table caps; records which cap was hit so the outcome can name it.
+/// Memory and table caps; records which cap was hit so the outcome can name it. The memory
+/// cap is per call: all linear memories of the instance count against one total.
 struct Limiter {
     memory_bytes: usize,
+    memory_total: usize,
     table_elements: usize,
     memory_exceeded: bool,
 }
@@ -247,16 +263,18 @@ struct MemoryLimitExceeded(usize);
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self.memory_total.saturating_add(desired.saturating_sub(current));
+        if total > self.memory_bytes {
             self.memory_exceeded = true;
             // Trap rather than return -1 from memory.grow: a guest allocator that keeps
             // retrying would otherwise spin until its CPU budget.
             return Err(MemoryLimitExceeded(self.memory_bytes).into());
         }
+        self.memory_total = total;
         Ok(true)
     }
 
@@ -276,7 +294,7 @@ impl ResourceLimiter for Limiter {
         16
     }
     fn memories(&self) -> usize {
-        4
+        2
     }
 }
 
@@ -431,9 +449,16 @@ impl FlowEngine {
             call,
             kv,
             wasi,
-            table: ResourceTable::new(),
+            table: {
+                // Without a cap a guest could pile up WASI handles in host memory within
+                // its CPU budget; past it, the WASI call traps and ends the call.
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(limits.max_resources);
+                table
+            },
             limiter: Limiter {
                 memory_bytes: limits.memory_bytes,
+                memory_total: 0,
                 table_elements: limits.table_elements,
                 memory_exceeded: false,
             },
@@ -441,6 +466,7 @@ impl FlowEngine {
             cpu_budget_ticks: u32::try_from(budget_ticks).unwrap_or(u32::MAX),
             deadline_hit: false,
             actions: 0,
+            call_over: false,
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -497,15 +523,22 @@ impl FlowEngine {
         let mut store = self.new_store(info.id.clone(), call, kv, stderr.clone());
 
         let wit_info = (&info).into();
-        let result = match flow.pre.instantiate_async(&mut store).await {
-            Err(e) => Err(Fault::Instantiate(e)),
-            Ok(bindings) => {
-                match bindings.voxide_flow_handler().call_handle(&mut store, &wit_info).await {
-                    Ok(r) => Ok(r),
-                    Err(e) => Err(Fault::Trap(e)),
+        let execution = async {
+            match flow.pre.instantiate_async(&mut store).await {
+                Err(e) => Err(Fault::Instantiate(e)),
+                Ok(bindings) => {
+                    match bindings.voxide_flow_handler().call_handle(&mut store, &wit_info).await {
+                        Ok(r) => Ok(r),
+                        Err(e) => Err(Fault::Trap(e)),
+                    }
                 }
             }
         };
+        // The wall-clock cap also bounds waits the CPU budget cannot see (a guest sleeping on
+        // a WASI clock, an endless series of zero-length pauses).
+        let result = tokio::time::timeout(limits.max_call_duration, execution)
+            .await
+            .unwrap_or(Err(Fault::TooLong));
 
         let mut state = store.into_data();
         let stderr = stderr.contents();
@@ -516,7 +549,7 @@ impl FlowEngine {
             tracing::debug!(call = %info.id, flow = %flow.digest, "flow ended: {outcome}");
         }
         // Whatever happened inside the sandbox, the call itself is ended cleanly.
-        state.call.hangup().await;
+        state.call.end().await;
         FlowReport {
             call_id: info.id,
             digest: flow.digest.clone(),
@@ -532,6 +565,7 @@ impl FlowEngine {
 enum Fault {
     Instantiate(wasmtime::Error),
     Trap(wasmtime::Error),
+    TooLong,
 }
 
 fn classify(
@@ -544,8 +578,12 @@ fn classify(
     match result {
         Ok(Ok(())) if hung_up => FlowOutcome::CallerHungUp,
         Ok(Ok(())) => FlowOutcome::Completed,
-        Ok(Err(_)) if hung_up => FlowOutcome::CallerHungUp,
+        // An error returned after the flow was told the call is over is the flow passing the
+        // hang-up on (as it should), not a fault. Errors before that are recorded as such.
+        Ok(Err(_)) if state.call_over && hung_up => FlowOutcome::CallerHungUp,
+        Ok(Err(_)) if state.call_over => FlowOutcome::Completed,
         Ok(Err(message)) => FlowOutcome::FlowError(message),
+        Err(Fault::TooLong) => FlowOutcome::DurationExceeded { limit: limits.max_call_duration },
         Err(Fault::Instantiate(e)) => FlowOutcome::InstantiateFailed(format!("{e:#}")),
         Err(Fault::Trap(_)) if state.limiter.memory_exceeded => {
             FlowOutcome::MemoryExceeded { limit_bytes: limits.memory_bytes }

@@ -15,6 +15,7 @@ pub const OUTCOME_KINDS: &[&str] = &[
     "flow-error",
     "deadline-exceeded",
     "memory-exceeded",
+    "duration-exceeded",
     "trapped",
     "instantiate-failed",
 ];
@@ -227,7 +228,7 @@ impl std::fmt::Display for ExpectKind {
             ExpectKind::SendDtmf(d) => write!(f, "send-dtmf {d:?}"),
             ExpectKind::SetVar { key, value: Some(v) } => write!(f, "set-var {key}={v:?}"),
             ExpectKind::SetVar { key, value: None } => write!(f, "set-var {key}"),
-            ExpectKind::Hangup => write!(f, "the call is hung up"),
+            ExpectKind::Hangup => write!(f, "the flow hangs up"),
             ExpectKind::Event { name, fields } if fields.is_empty() => write!(f, "event {name}"),
             ExpectKind::Event { name, fields } => {
                 write!(f, "event {name} with {}", serde_json::Value::Object(fields.clone()))

@@ -139,6 +139,12 @@ async fn scenario_time_limit_hangs_up_the_caller() {
     let mut s = sim("max_duration_ms = 10000");
     assert_eq!(s.pause(60_000).await, Err(CallError::Hangup));
     assert_eq!(s.now, 10_000);
+    assert!(s.caller_hung_up());
+    let last = s.transcript().pop().expect("steps");
+    assert_eq!(
+        (last.at_ms, last.actor, last.step),
+        (10_000, Actor::Caller, Step::Hangup { by: "caller".into() })
+    );
 }
 
 #[test]
@@ -161,4 +167,24 @@ fn expectations_match_in_order_and_absent_ones_fail_when_present() {
     assert!(m.reason.contains("it happened"), "{}", m.reason);
     assert!(check(&exp("[[expect]]\ndial = \"sales\"\nat_ms = 6000"), &transcript).is_none());
     assert!(check(&exp("[[expect]]\ndial = \"sales\"\nat_ms = 5000"), &transcript).is_some());
+}
+
+#[tokio::test]
+async fn a_flow_acting_without_letting_time_pass_is_hung_up_on() {
+    let mut s = sim("");
+    let mut n = 0;
+    while s.pause(0).await.is_ok() {
+        n += 1;
+        assert!(n <= MAX_STEPS, "never stopped");
+    }
+    assert!(s.caller_hung_up());
+    assert!(s.transcript().len() <= MAX_STEPS + 8);
+}
+
+#[tokio::test]
+async fn busy_after_the_ring_timeout_is_no_answer() {
+    let mut s = sim("[[dial]]\ntarget = \"sales\"\noutcome = \"busy\"\nafter_ms = 30000");
+    let opts = DialOptions { timeout_ms: 20_000, ..DialOptions::default() };
+    assert_eq!(s.dial(vec!["sales".into()], opts).await.unwrap(), DialOutcome::NoAnswer);
+    assert_eq!(s.now, 20_000);
 }

@@ -77,6 +77,11 @@ fn voicemail(call: &Call) -> Result<()> {
     call.say("Please leave a message after the tone. Press pound when you are finished.")?;
     let recording =
         call.record(Record::new().beep().finish_on_key('#').max_duration_ms(120_000))?;
+    if recording.duration_ms == 0 {
+        call.say("We did not record a message. Goodbye.")?;
+        call.hangup();
+        return Ok(());
+    }
     call.emit(
         Event::new("voicemail.created")
             .str("recording_id", &recording.id)

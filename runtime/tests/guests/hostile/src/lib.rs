@@ -26,6 +26,23 @@ impl Flow for Hostile {
                 Ok(())
             }
             "error" => Err(Error::msg("no agent configured for this number")),
+            // 8 stretches of ~100 ms of CPU, each followed by a call action: more CPU in
+            // total than a 500 ms budget, but never that much between two actions.
+            "spin-between-actions" => {
+                for _ in 0..8 {
+                    let started = std::time::Instant::now();
+                    while started.elapsed() < std::time::Duration::from_millis(100) {
+                        black_box(());
+                    }
+                    call.pause(10)?;
+                }
+                call.hangup();
+                Ok(())
+            }
+            // Cheap calls that fail at once do not buy more CPU.
+            "spin-on-failing-actions" => loop {
+                let _ = black_box(call.pause(u32::MAX));
+            },
             "loop-after-action" => {
                 call.say("one moment")?;
                 loop {
