@@ -79,3 +79,14 @@ fn a_directory_without_scenarios_fails() {
     assert!(!out.status.success());
     assert!(text(&out).contains("no scenarios"), "{}", text(&out));
 }
+
+#[test]
+fn build_prints_the_component_and_its_digest() {
+    let out = vox(&["build", "sample-flows/hello"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut lines = stdout.lines();
+    let path = lines.next().expect("path line");
+    assert!(path.ends_with("hello.wasm") && Path::new(path).is_file(), "{stdout}");
+    assert!(lines.next().is_some_and(|l| l.contains("KiB, sha256:")), "{stdout}");
+}

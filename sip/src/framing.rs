@@ -1,0 +1,121 @@
+//! Framing SIP messages on stream transports (TCP, TLS): RFC 3261 §18.3 requires
+//! Content-Length there, so a message ends exactly where its body does.
+
+use crate::message::{self, MAX_MESSAGE, ParseError, Reaction};
+
+/// What the framer produced.
+#[derive(Debug)]
+pub enum Frame {
+    /// One complete message (or a message that failed to parse but was framed correctly, so
+    /// the stream stays usable).
+    Message(Result<Box<message::Message>, ParseError>),
+    /// The stream cannot be framed any more (bad or missing Content-Length, oversized header):
+    /// send the reply if any, then close the connection.
+    Close(ParseError),
+}
+
+/// Accumulates bytes from a stream and cuts them into messages.
+#[derive(Debug, Default)]
+pub struct StreamFramer {
+    buf: Vec<u8>,
+}
+
+impl StreamFramer {
+    /// Appends bytes read from the connection.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes waiting for the rest of a message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete message, `None` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Option<Frame> {
+        // CRLF keep-alives between messages (RFC 5626 §4.4.1).
+        let skip =
+            self.buf.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(self.buf.len());
+        self.buf.drain(..skip);
+        if self.buf.is_empty() {
+            return None;
+        }
+        let Some(head_end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if self.buf.len() > MAX_MESSAGE {
+                return Some(Frame::Close(close_error(&self.buf, "header section too long")));
+            }
+            return None;
+        };
+        let body_start = head_end + 4;
+        let length = match declared_length(&self.buf[..head_end]) {
+            Ok(Some(n)) if n <= MAX_MESSAGE => n,
+            Ok(Some(n)) => {
+                return Some(Frame::Close(close_error(
+                    &self.buf[..head_end],
+                    &format!("Content-Length {n} is too large"),
+                )));
+            }
+            Ok(None) => {
+                let e = close_error(
+                    &self.buf[..head_end],
+                    "Content-Length is required on stream transports",
+                );
+                return Some(Frame::Close(e));
+            }
+            Err(reason) => return Some(Frame::Close(close_error(&self.buf[..head_end], &reason))),
+        };
+        if self.buf.len() < body_start + length {
+            return None;
+        }
+        let frame: Vec<u8> = self.buf.drain(..body_start + length).collect();
+        Some(Frame::Message(message::parse(&frame).map(Box::new)))
+    }
+}
+
+/// The Content-Length of a header section: `Ok(None)` if absent, `Err` if malformed or if
+/// several disagree.
+fn declared_length(head: &[u8]) -> Result<Option<usize>, String> {
+    let text = String::from_utf8_lossy(head);
+    let mut found: Option<usize> = None;
+    for line in text.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let name = name.trim_end().to_ascii_lowercase();
+        if name != "content-length" && name != "l" {
+            continue;
+        }
+        let value = value.trim();
+        let n = match value.parse::<usize>() {
+            Ok(n) if value.chars().all(|c| c.is_ascii_digit()) => n,
+            _ => return Err(format!("invalid Content-Length {value:?}")),
+        };
+        if found.is_some_and(|f| f != n) {
+            return Err("conflicting Content-Length headers".into());
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+fn close_error(head: &[u8], reason: &str) -> ParseError {
+    // Reuse the datagram parser's reply extraction by parsing the head alone; only its
+    // reaction and reply headers matter here.
+    let is_response = head.starts_with(b"SIP/");
+    let mut head_only = head.to_vec();
+    head_only.extend_from_slice(b"\r\n\r\n");
+    let reply_headers = match message::parse(&head_only) {
+        Err(e) => e.reply_headers,
+        Ok(m) => m
+            .headers
+            .into_iter()
+            .filter(|h| {
+                use message::HeaderName::*;
+                matches!(h.name, Via | From | To | CallId | CSeq)
+            })
+            .collect(),
+    };
+    ParseError {
+        reaction: if is_response { Reaction::Drop } else { Reaction::Reply(400) },
+        reason: reason.to_owned(),
+        reply_headers,
+    }
+}
