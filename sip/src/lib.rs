@@ -3,12 +3,15 @@
 //! - [`message`]: a strict, panic-free RFC 3261 parser and printer for the headers Voxide
 //!   routes on, with reply-ready errors for requests it rejects.
 //! - [`framing`]: cutting a TCP byte stream into messages by Content-Length.
+//! - [`transaction`]: RFC 3261 §17 client and server transactions (INVITE and non-INVITE) as
+//!   sans-IO state machines driven by `now`, with the RFC 6026 Accepted state.
 //!
 //! The protocol core is pure: no sockets, no clock, no tasks. Transactions, dialogs and the
 //! tokio transport shell build on it (see the SIP issue and ARCHITECTURE.md).
 
 pub mod framing;
 pub mod message;
+pub mod transaction;
 
 pub use framing::{Frame, StreamFramer};
 pub use message::{Message, Method, ParseError, Reaction, parse};
