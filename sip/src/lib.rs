@@ -3,6 +3,7 @@
 //! - [`message`]: a strict, panic-free RFC 3261 parser and printer for the headers Voxide
 //!   routes on, with reply-ready errors for requests it rejects.
 //! - [`auth`]: digest authentication (MD5, SHA-256) with stateless HMAC nonces.
+//! - [`dialog`]: RFC 3261 §12 dialogs: sequencing, route sets, target refresh, in-dialog requests.
 //! - [`framing`]: cutting a TCP byte stream into messages by Content-Length.
 //! - [`transaction`]: RFC 3261 §17 client and server transactions (INVITE and non-INVITE) as
 //!   sans-IO state machines driven by `now`, with the RFC 6026 Accepted state.
@@ -11,6 +12,7 @@
 //! tokio transport shell build on it (see the SIP issue and ARCHITECTURE.md).
 
 pub mod auth;
+pub mod dialog;
 pub mod framing;
 pub mod message;
 pub mod transaction;
