@@ -7,6 +7,8 @@
 //! - [`framing`]: cutting a TCP byte stream into messages by Content-Length.
 //! - [`transaction`]: RFC 3261 §17 client and server transactions (INVITE and non-INVITE) as
 //!   sans-IO state machines driven by `now`, with the RFC 6026 Accepted state.
+//! - [`ua`]: the user-agent core composing them: INVITE/CANCEL/BYE/OPTIONS handling, 2xx
+//!   retransmission, call events and commands (answer, ring, reject, hang up).
 //!
 //! The protocol core is pure: no sockets, no clock, no tasks. Transactions, dialogs and the
 //! tokio transport shell build on it (see the SIP issue and ARCHITECTURE.md).
@@ -16,6 +18,7 @@ pub mod dialog;
 pub mod framing;
 pub mod message;
 pub mod transaction;
+pub mod ua;
 
 pub use framing::{Frame, StreamFramer};
 pub use message::{Message, Method, ParseError, Reaction, parse};

@@ -1,0 +1,320 @@
+//! The UA core as a peer sees it: datagrams in, datagrams and call events out, fake time.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::message::parse;
+
+fn ua() -> UserAgent {
+    UserAgent::new(UaConfig {
+        advertised: "192.0.2.1:5060".parse().unwrap(),
+        timers: Timers::default(),
+        product: "Voxide test".into(),
+    })
+}
+
+fn peer() -> Peer {
+    Peer { addr: "198.51.100.7:5070".parse::<SocketAddr>().unwrap(), transport: Transport::Udp }
+}
+
+fn invite(branch: &str) -> String {
+    format!(
+        "INVITE sip:hello@192.0.2.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK{branch};rport\r\n\
+         From: <sip:sipp@198.51.100.7>;tag=caller\r\n\
+         To: <sip:hello@192.0.2.1>\r\n\
+         Call-ID: call-{branch}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:sipp@198.51.100.7:5070>\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: 4\r\n\r\nv=0\n"
+    )
+}
+
+/// Everything the UA wants to do now: (sent messages, events).
+fn drain(ua: &mut UserAgent) -> (Vec<Message>, Vec<Event>) {
+    let (mut sent, mut events) = (Vec::new(), Vec::new());
+    while let Some(o) = ua.poll_output() {
+        match o {
+            Output::Transmit { to, bytes } => {
+                assert_eq!(to, peer());
+                sent.push(
+                    parse(&bytes).unwrap_or_else(|e| panic!("we sent an unparsable message: {e}")),
+                );
+            }
+            Output::Event(e) => events.push(e),
+        }
+    }
+    (sent, events)
+}
+
+fn codes(sent: &[Message]) -> Vec<u16> {
+    sent.iter().filter_map(Message::status).collect()
+}
+
+fn incoming(ua: &mut UserAgent, t0: Instant, branch: &str) -> CallRef {
+    ua.handle_input(t0, peer(), invite(branch).as_bytes());
+    let (sent, events) = drain(ua);
+    assert_eq!(codes(&sent), [100]);
+    match events.as_slice() {
+        [Event::Incoming { call, .. }] => *call,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn in_dialog(method: &str, cseq: u32, to_tag: &str, branch: &str) -> String {
+    format!(
+        "{method} sip:hello@192.0.2.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK{branch}\r\n\
+         From: <sip:sipp@198.51.100.7>;tag=caller\r\n\
+         To: <sip:hello@192.0.2.1>;tag={to_tag}\r\n\
+         Call-ID: call-1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn answered_call_retransmits_200_until_ack_and_ends_on_caller_bye() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let call = incoming(&mut ua, t0, "1");
+    assert!(ua.answer(t0, call, b"v=0\r\n"));
+    let (sent, _) = drain(&mut ua);
+    let ok = &sent[0];
+    assert_eq!(ok.status(), Some(200));
+    let tag = ok.to.tag().expect("our To tag").to_owned();
+    assert_eq!(ok.body, b"v=0\r\n");
+    assert_eq!(
+        ok.via[0].params.iter().find(|p| p.name == "rport").and_then(|p| p.value.as_deref()),
+        Some("5070")
+    );
+    assert!(
+        ok.via[0]
+            .params
+            .iter()
+            .any(|p| p.name == "received" && p.value.as_deref() == Some("198.51.100.7"))
+    );
+
+    // No ACK yet: the 200 is retransmitted at T1.
+    ua.handle_timeout(t0 + Duration::from_millis(500));
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+    ua.handle_input(
+        t0 + Duration::from_millis(600),
+        peer(),
+        in_dialog("ACK", 1, &tag, "ack").as_bytes(),
+    );
+    ua.handle_timeout(t0 + Duration::from_secs(2));
+    assert!(drain(&mut ua).0.is_empty(), "ACK stops the retransmissions");
+
+    ua.handle_input(
+        t0 + Duration::from_secs(10),
+        peer(),
+        in_dialog("BYE", 2, &tag, "bye").as_bytes(),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert_eq!(events, [Event::HungUp { call }]);
+    // The BYE retransmitted: answered again from its transaction, no second event.
+    ua.handle_input(
+        t0 + Duration::from_secs(11),
+        peer(),
+        in_dialog("BYE", 2, &tag, "bye").as_bytes(),
+    );
+    let (sent, events) = drain(&mut ua);
+    assert_eq!((codes(&sent), events.len()), (vec![200], 0));
+    ua.handle_timeout(t0 + Duration::from_secs(60));
+    assert_eq!(ua.active_calls(), 0);
+}
+
+#[test]
+fn our_hangup_sends_bye_in_the_dialog_and_ends_on_its_200() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let call = incoming(&mut ua, t0, "1");
+    ua.answer(t0, call, b"v=0\r\n");
+    let tag = drain(&mut ua).0[0].to.tag().unwrap().to_owned();
+    ua.handle_input(t0, peer(), in_dialog("ACK", 1, &tag, "ack").as_bytes());
+    ua.hangup(t0 + Duration::from_secs(3), call);
+    let (sent, _) = drain(&mut ua);
+    let bye = &sent[0];
+    assert_eq!(bye.method(), Some(&Method::Bye));
+    assert!(
+        matches!(&bye.start, StartLine::Request { uri, .. } if uri == "sip:sipp@198.51.100.7:5070")
+    );
+    assert_eq!(bye.from.tag(), Some(tag.as_str()));
+    assert_eq!(bye.to.tag(), Some("caller"));
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: <sip:hello@192.0.2.1>;tag={tag}\r\nTo: <sip:sipp@198.51.100.7>;tag=caller\r\n\
+         Call-ID: call-1\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
+        bye.header_values(&HeaderName::Via).next().unwrap(),
+        bye.cseq.seq
+    );
+    ua.handle_input(t0 + Duration::from_secs(3), peer(), ok.as_bytes());
+    assert_eq!(drain(&mut ua).1, [Event::Ended { call }]);
+    ua.hangup(t0 + Duration::from_secs(4), call);
+    assert!(drain(&mut ua).0.is_empty(), "hangup is idempotent");
+}
+
+#[test]
+fn bye_without_answer_is_retransmitted_then_the_call_ends_anyway() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let call = incoming(&mut ua, t0, "1");
+    ua.answer(t0, call, b"v=0\r\n");
+    let tag = drain(&mut ua).0[0].to.tag().unwrap().to_owned();
+    ua.handle_input(t0, peer(), in_dialog("ACK", 1, &tag, "ack").as_bytes());
+    ua.hangup(t0, call);
+    let mut byes = 0;
+    let mut ended = false;
+    let mut now = t0;
+    while let Some(at) = ua.poll_timeout() {
+        now = at;
+        ua.handle_timeout(now);
+        let (sent, events) = drain(&mut ua);
+        byes += sent.iter().filter(|m| m.method() == Some(&Method::Bye)).count();
+        ended |= events.contains(&Event::Ended { call });
+    }
+    assert!(byes >= 10, "Timer E retransmissions: {byes}");
+    assert!(ended, "Timer F ends the call");
+    assert_eq!(now.duration_since(t0), Duration::from_secs(32));
+}
+
+#[test]
+fn cancel_while_offered_gets_200_and_the_invite_487() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let call = incoming(&mut ua, t0, "1");
+    ua.ring(t0, call, None);
+    assert_eq!(codes(&drain(&mut ua).0), [180]);
+    let cancel = invite("1")
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    ua.handle_input(t0 + Duration::from_secs(2), peer(), cancel.as_bytes());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200, 487]);
+    assert_eq!(sent[0].cseq.method, Method::Cancel);
+    assert_eq!(events, [Event::Cancelled { call }]);
+    assert!(
+        !ua.answer(t0 + Duration::from_secs(3), call, b""),
+        "a cancelled call cannot be answered"
+    );
+    // The caller ACKs the 487 inside the INVITE transaction.
+    let ack =
+        invite("1").replace("INVITE sip:", "ACK sip:").replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    ua.handle_input(t0 + Duration::from_secs(3), peer(), ack.as_bytes());
+    assert!(drain(&mut ua).0.is_empty());
+}
+
+#[test]
+fn cancel_that_crosses_the_200_leaves_the_call_up() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let call = incoming(&mut ua, t0, "1");
+    ua.answer(t0, call, b"v=0\r\n");
+    drain(&mut ua);
+    let cancel = invite("1")
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    ua.handle_input(t0, peer(), cancel.as_bytes());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200], "the CANCEL is answered, the INVITE is not touched");
+    assert!(events.is_empty());
+    assert_eq!(ua.active_calls(), 1);
+}
+
+#[test]
+fn retransmitted_invite_is_absorbed_not_a_new_call() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    incoming(&mut ua, t0, "1");
+    ua.handle_input(t0 + Duration::from_millis(500), peer(), invite("1").as_bytes());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [100]);
+    assert!(events.is_empty());
+}
+
+#[test]
+fn unanswered_2xx_gives_up_after_64_t1_with_a_bye() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let call = incoming(&mut ua, t0, "1");
+    ua.answer(t0, call, b"v=0\r\n");
+    drain(&mut ua);
+    ua.handle_timeout(t0 + Duration::from_secs(32));
+    let (sent, events) = drain(&mut ua);
+    assert!(events.contains(&Event::NoAck { call }));
+    assert!(sent.iter().any(|m| m.method() == Some(&Method::Bye)));
+}
+
+#[test]
+fn uas_refusals_follow_rfc_3261() {
+    let t0 = Instant::now();
+    let cases: &[(&str, u16)] = &[
+        ("INVITE nobodyKnowsThisScheme:opaque SIP/2.0", 416),
+        ("Require: nobodyknowsthis\r\nINVITE", 420),
+        ("Content-Type: application/unknownformat", 415),
+        ("OPTIONS", 200),
+        ("NEWMETHOD", 501),
+        ("REGISTER", 405),
+        ("BYE-unknown-dialog", 481),
+    ];
+    for (what, code) in cases {
+        let mut ua = ua();
+        let msg = match *what {
+            "OPTIONS" | "NEWMETHOD" | "REGISTER" => invite("1")
+                .replace("INVITE sip:", &format!("{what} sip:"))
+                .replace("CSeq: 1 INVITE", &format!("CSeq: 1 {what}")),
+            "BYE-unknown-dialog" => in_dialog("BYE", 2, "nosuchtag", "x"),
+            w if w.starts_with("INVITE ") => {
+                invite("1").replace("INVITE sip:hello@192.0.2.1 SIP/2.0", w)
+            }
+            w if w.starts_with("Require") => invite("1").replace(
+                "Max-Forwards: 70\r\n",
+                "Max-Forwards: 70\r\nRequire: nobodyknowsthis\r\n",
+            ),
+            w => invite("1").replace("Content-Type: application/sdp", w),
+        };
+        ua.handle_input(t0, peer(), msg.as_bytes());
+        let (sent, events) = drain(&mut ua);
+        assert!(events.is_empty(), "{what}: no call for the application");
+        assert_eq!(sent.last().and_then(Message::status), Some(*code), "{what}");
+        if *code == 420 {
+            assert_eq!(
+                sent.last().unwrap().header_values(&HeaderName::Other("Unsupported".into())).next(),
+                Some("nobodyknowsthis")
+            );
+        }
+    }
+}
+
+#[test]
+fn malformed_requests_get_400_and_garbage_is_dropped_and_counted() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let bad = invite("1").replace("CSeq: 1 INVITE", "CSeq: 99999999999 INVITE");
+    ua.handle_input(t0, peer(), bad.as_bytes());
+    let sent: Vec<Output> = std::iter::from_fn(|| ua.poll_output()).collect();
+    let [Output::Transmit { bytes, .. }] = sent.as_slice() else { panic!("{sent:?}") };
+    assert!(String::from_utf8_lossy(bytes).starts_with("SIP/2.0 400 CSeq number"));
+    ua.handle_input(t0, peer(), b"\x16\x03\x01\x02\x00 not sip at all");
+    ua.handle_input(t0, peer(), b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKnotours\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: z\r\nCSeq: 1 BYE\r\n\r\n");
+    assert!(ua.poll_output().is_none());
+    assert_eq!(ua.stats(), Stats { dropped: 2, rejected: 1 });
+    let badbranch = invite("1").replace("branch=z9hG4bK1", "branch=z9hG4bK");
+    ua.handle_input(t0, peer(), badbranch.as_bytes());
+    assert_eq!(codes(&drain(&mut ua).0), [400]);
+}
+
+#[test]
+fn reject_sends_the_chosen_final_and_retransmits_it_until_ack() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let call = incoming(&mut ua, t0, "1");
+    assert!(ua.reject(t0, call, 486, "Busy Here"));
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [486]);
+    assert_eq!(events, [Event::Ended { call }]);
+    ua.handle_timeout(t0 + Duration::from_millis(500));
+    assert_eq!(codes(&drain(&mut ua).0), [486], "Timer G");
+}
