@@ -13,6 +13,11 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
 fi
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+# sipp drives `vox serve` in the SIP integration tests.
+if ! command -v sipp > /dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt=(apt-get); else apt=(sudo apt-get); fi
+  "${apt[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq sip-tester
+fi
 
 step "format"
 cargo fmt --all --check
@@ -29,7 +34,7 @@ step "host tests"
 cargo test --workspace --locked
 
 step "sample flow scenarios (vox test)"
-cargo build -p voxide-cli --locked
+# `cargo test` above built target/debug/vox for the CLI's integration tests.
 vox="$root/target/debug/vox"
 flows=()
 for dir in sample-flows/*/; do

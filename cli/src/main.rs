@@ -1,9 +1,9 @@
 //! `vox`: the Voxide command line — scaffold, build and test flows.
 //!
-//! `vox serve`, `vox deploy` and the call-control commands arrive with the SIP and control-plane
-//! work; this binary is their home.
+//! `vox deploy` and the call-control commands arrive with the control-plane work.
 
 mod new;
+mod serve;
 mod test;
 
 use std::path::PathBuf;
@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Answer SIP calls (UDP and TCP) with the flows routed in the config.
+    Serve(serve::Args),
     /// Create a new flow crate from a template.
     New {
         /// Crate name (lowercase letters, digits, '-' or '_'); also the directory name.
@@ -81,6 +83,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::New { name, template, path } => {
             let dir = path.unwrap_or_else(|| PathBuf::from(&name));
             new::scaffold(&name, template, &dir)?;

@@ -6,12 +6,14 @@
 //! - [`sim`]: the simulated caller and scenario runner behind `vox test`.
 //! - [`kv`]: per-flow key-value state.
 //! - [`builder`]: builds flow crates into components.
+//! - [`calls`]: routes SIP calls to flows and runs them against real SIP dialogs.
 //!
-//! Only the call layer composes these parts: `flows` knows nothing of SIP or the simulator,
+//! Only `calls` composes these parts: `flows` knows nothing of SIP or the simulator,
 //! and the simulator knows nothing of wasmtime.
 
 pub mod builder;
 pub mod call;
+pub mod calls;
 pub mod flows;
 pub mod kv;
 pub mod sim;

@@ -33,6 +33,14 @@ impl StreamFramer {
 
     /// The next complete message, `None` if more bytes are needed.
     pub fn next_frame(&mut self) -> Option<Frame> {
+        self.next_bytes().map(|r| match r {
+            Ok(bytes) => Frame::Message(message::parse(&bytes).map(Box::new)),
+            Err(e) => Frame::Close(e),
+        })
+    }
+
+    /// The next complete message's raw bytes (unparsed), or the error that ends the stream.
+    pub fn next_bytes(&mut self) -> Option<Result<Vec<u8>, ParseError>> {
         // CRLF keep-alives between messages (RFC 5626 §4.4.1).
         let skip =
             self.buf.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(self.buf.len());
@@ -42,7 +50,7 @@ impl StreamFramer {
         }
         let Some(head_end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
             if self.buf.len() > MAX_MESSAGE {
-                return Some(Frame::Close(close_error(&self.buf, "header section too long")));
+                return Some(Err(close_error(&self.buf, "header section too long")));
             }
             return None;
         };
@@ -50,25 +58,23 @@ impl StreamFramer {
         let length = match declared_length(&self.buf[..head_end]) {
             Ok(Some(n)) if n <= MAX_MESSAGE => n,
             Ok(Some(n)) => {
-                return Some(Frame::Close(close_error(
+                return Some(Err(close_error(
                     &self.buf[..head_end],
                     &format!("Content-Length {n} is too large"),
                 )));
             }
             Ok(None) => {
-                let e = close_error(
+                return Some(Err(close_error(
                     &self.buf[..head_end],
                     "Content-Length is required on stream transports",
-                );
-                return Some(Frame::Close(e));
+                )));
             }
-            Err(reason) => return Some(Frame::Close(close_error(&self.buf[..head_end], &reason))),
+            Err(reason) => return Some(Err(close_error(&self.buf[..head_end], &reason))),
         };
         if self.buf.len() < body_start + length {
             return None;
         }
-        let frame: Vec<u8> = self.buf.drain(..body_start + length).collect();
-        Some(Frame::Message(message::parse(&frame).map(Box::new)))
+        Some(Ok(self.buf.drain(..body_start + length).collect()))
     }
 }
 

@@ -10,13 +10,15 @@
 //! - [`ua`]: the user-agent core composing them: INVITE/CANCEL/BYE/OPTIONS handling, 2xx
 //!   retransmission, call events and commands (answer, ring, reject, hang up).
 //!
-//! The protocol core is pure: no sockets, no clock, no tasks. Transactions, dialogs and the
-//! tokio transport shell build on it (see the SIP issue and ARCHITECTURE.md).
+//! - [`shell`]: the thin tokio shell — UDP/TCP sockets, the timer, command and event channels.
+//!
+//! Everything but `shell` is pure: no sockets, no clock reads, no tasks; time is an argument.
 
 pub mod auth;
 pub mod dialog;
 pub mod framing;
 pub mod message;
+pub mod shell;
 pub mod transaction;
 pub mod ua;
 

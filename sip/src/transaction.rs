@@ -402,13 +402,16 @@ pub struct ServerInvite {
 
 impl ServerInvite {
     /// Starts on a new INVITE; `trying` (a 100 Trying for it) is sent at once so the caller's
-    /// Timer A stops retransmitting while the flow decides.
-    pub fn new(reliability: Reliability, timers: Timers, trying: Vec<u8>) -> Self {
+    /// Timer A stops retransmitting while the flow decides. `None` when a final response
+    /// follows immediately.
+    pub fn new(reliability: Reliability, timers: Timers, trying: Option<Vec<u8>>) -> Self {
         let mut outbox = Outbox::default();
-        outbox.out.push_back(Output::Transmit(trying.clone()));
+        if let Some(trying) = &trying {
+            outbox.out.push_back(Output::Transmit(trying.clone()));
+        }
         ServerInvite {
             state: ServerInviteState::Proceeding,
-            last_response: Some(trying),
+            last_response: trying,
             reliability,
             timers,
             interval_g: timers.t1,
@@ -604,13 +607,22 @@ pub struct Key {
 
 impl Key {
     /// The key of a request (server side) or response (client side, by CSeq method).
-    /// `None` without an RFC 3261 branch (`z9hG4bK…` with something after the cookie).
+    /// Requests from RFC 2543 peers (no `z9hG4bK` cookie) get a key from Call-ID, CSeq
+    /// number, From tag and Via branch (§17.2.3's fallback); a bare cookie with nothing
+    /// after it (RFC 4475 §3.2.1) has no key: the request is refused with 400.
     pub fn of(message: &Message) -> Option<Key> {
         let via = message.via.first()?;
-        let branch = via.branch()?;
-        if !branch.starts_with("z9hG4bK") || branch.len() == "z9hG4bK".len() {
-            return None;
-        }
+        let branch = match via.branch() {
+            Some("z9hG4bK") => return None,
+            Some(b) if b.starts_with("z9hG4bK") => b.to_owned(),
+            other => format!(
+                "rfc2543:{}:{}:{}:{}",
+                message.call_id,
+                message.cseq.seq,
+                message.from.tag().unwrap_or_default(),
+                other.unwrap_or_default()
+            ),
+        };
         let method = match message.method() {
             Some(Method::Ack) => Method::Invite,
             Some(m) => m.clone(),
@@ -619,7 +631,7 @@ impl Key {
                 m => m.clone(),
             },
         };
-        Some(Key { branch: branch.to_owned(), sent_by: via.sent_by.to_ascii_lowercase(), method })
+        Some(Key { branch, sent_by: via.sent_by.to_ascii_lowercase(), method })
     }
 
     /// For a CANCEL's key: the key of the INVITE it cancels.

@@ -218,8 +218,37 @@ impl UserAgent {
             return self.drain_server(&key);
         }
         match method {
-            Method::Ack => self.handle_ack(&request),
-            Method::Cancel => self.handle_cancel(now, peer, key, &request),
+            Method::Ack => return self.handle_ack(&request),
+            Method::Cancel => return self.handle_cancel(now, peer, key, &request),
+            _ => {}
+        }
+        // What a UAS must refuse whatever the method (RFC 3261 §8.2.2).
+        let uri = match &request.start {
+            StartLine::Request { uri, .. } => uri.to_ascii_lowercase(),
+            StartLine::Response { .. } => return,
+        };
+        if !(uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:")) {
+            return self.reply_in_tx(now, peer, key, &request, 416, "Unsupported URI Scheme", &[]);
+        }
+        let required: Vec<String> = request
+            .header_values(&HeaderName::Require)
+            .flat_map(|v| v.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !required.is_empty() {
+            let unsupported = (HeaderName::Other("Unsupported".into()), required.join(", "));
+            return self.reply_in_tx(
+                now,
+                peer,
+                key,
+                &request,
+                420,
+                "Bad Extension",
+                &[unsupported],
+            );
+        }
+        match method {
+            Method::Ack | Method::Cancel => {}
             Method::Invite if request.to.tag().is_some() => {
                 self.handle_reinvite(now, peer, key, &request)
             }
@@ -265,31 +294,7 @@ impl UserAgent {
     }
 
     fn handle_invite(&mut self, now: Instant, peer: Peer, key: Key, request: Message) {
-        // What a UAS must refuse before ringing anything (RFC 3261 §8.2.2, §8.2.3).
-        let uri = match &request.start {
-            StartLine::Request { uri, .. } => uri.to_ascii_lowercase(),
-            StartLine::Response { .. } => return,
-        };
-        if !(uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:")) {
-            return self.reply_in_tx(now, peer, key, &request, 416, "Unsupported URI Scheme", &[]);
-        }
-        let required: Vec<String> = request
-            .header_values(&HeaderName::Require)
-            .flat_map(|v| v.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !required.is_empty() {
-            let unsupported = (HeaderName::Other("Unsupported".into()), required.join(", "));
-            return self.reply_in_tx(
-                now,
-                peer,
-                key,
-                &request,
-                420,
-                "Bad Extension",
-                &[unsupported],
-            );
-        }
+        // What an INVITE must carry before anything rings (RFC 3261 §8.2.3).
         if let Some(ct) = request.header_values(&HeaderName::ContentType).next()
             && !request.body.is_empty()
             && !ct.to_ascii_lowercase().starts_with("application/sdp")
@@ -310,7 +315,7 @@ impl UserAgent {
         }
         let local_tag = self.fresh("vx");
         let trying = response(&request, peer, 100, "Trying", None, &[], None, &self.config);
-        let tx = ServerInvite::new(peer.transport.reliability(), self.config.timers, trying);
+        let tx = ServerInvite::new(peer.transport.reliability(), self.config.timers, Some(trying));
         self.server.insert(key.clone(), ServerEntry { tx: ServerTx::Invite(tx), peer });
         self.drain_server(&key);
         self.next_id += 1;
@@ -374,9 +379,9 @@ impl UserAgent {
                     body.as_ref().map(|(t, b)| (*t, b.as_slice())),
                     &self.config,
                 );
-                let trying = response(request, peer, 100, "Trying", None, &[], None, &self.config);
+                // Answered at once: no 100 Trying needed.
                 let mut tx =
-                    ServerInvite::new(peer.transport.reliability(), self.config.timers, trying);
+                    ServerInvite::new(peer.transport.reliability(), self.config.timers, None);
                 tx.send_response(now, 200, bytes);
                 self.server.insert(key.clone(), ServerEntry { tx: ServerTx::Invite(tx), peer });
                 self.drain_server(&key);
@@ -757,9 +762,7 @@ impl UserAgent {
             self.stats.rejected += 1;
         }
         let tx = if request.method() == Some(&Method::Invite) {
-            let trying = response(request, peer, 100, "Trying", None, &[], None, &self.config);
-            let mut tx =
-                ServerInvite::new(peer.transport.reliability(), self.config.timers, trying);
+            let mut tx = ServerInvite::new(peer.transport.reliability(), self.config.timers, None);
             tx.send_response(now, code, bytes);
             ServerTx::Invite(tx)
         } else {

@@ -181,7 +181,8 @@ fn client_non_invite_retransmits_every_t2_once_proceeding_and_lingers_for_timer_
 #[test]
 fn server_invite_answers_retransmitted_invites_and_retransmits_its_final_until_the_ack() {
     let t0 = Instant::now();
-    let mut tx = ServerInvite::new(Reliability::Unreliable, Timers::default(), b"100".to_vec());
+    let mut tx =
+        ServerInvite::new(Reliability::Unreliable, Timers::default(), Some(b"100".to_vec()));
     assert_eq!(tx.poll_output(), Some(Output::Transmit(b"100".to_vec())));
     tx.handle_request(t0 + ms(500), &Method::Invite);
     assert_eq!(
@@ -204,7 +205,7 @@ fn server_invite_answers_retransmitted_invites_and_retransmits_its_final_until_t
 #[test]
 fn server_invite_without_ack_times_out_at_timer_h() {
     let t0 = Instant::now();
-    let mut tx = ServerInvite::new(Reliability::Reliable, Timers::default(), b"100".to_vec());
+    let mut tx = ServerInvite::new(Reliability::Reliable, Timers::default(), Some(b"100".to_vec()));
     tx.poll_output();
     tx.send_response(t0, 480, b"480".to_vec());
     let log = run_until!(tx, t0, Duration::from_secs(60));
@@ -215,7 +216,8 @@ fn server_invite_without_ack_times_out_at_timer_h() {
 #[test]
 fn server_invite_2xx_absorbs_retransmitted_invites_until_timer_l() {
     let t0 = Instant::now();
-    let mut tx = ServerInvite::new(Reliability::Unreliable, Timers::default(), b"100".to_vec());
+    let mut tx =
+        ServerInvite::new(Reliability::Unreliable, Timers::default(), Some(b"100".to_vec()));
     tx.poll_output();
     tx.send_response(t0, 200, b"200".to_vec());
     tx.poll_output();
@@ -231,13 +233,13 @@ fn cancel_races_resolve_by_transaction_state() {
     let t0 = Instant::now();
     // CANCEL before the final response: the INVITE can still be cancelled (UAS sends 487).
     let mut ringing =
-        ServerInvite::new(Reliability::Unreliable, Timers::default(), b"100".to_vec());
+        ServerInvite::new(Reliability::Unreliable, Timers::default(), Some(b"100".to_vec()));
     assert!(ringing.is_cancellable());
     ringing.send_response(t0, 487, b"487".to_vec());
     assert_eq!(ringing.state(), ServerInviteState::Completed);
     // CANCEL that crosses our 200 OK: too late, the call stands (CANCEL still gets its 200).
     let mut answered =
-        ServerInvite::new(Reliability::Unreliable, Timers::default(), b"100".to_vec());
+        ServerInvite::new(Reliability::Unreliable, Timers::default(), Some(b"100".to_vec()));
     answered.send_response(t0, 200, b"200".to_vec());
     assert!(!answered.is_cancellable());
     // A response after the final one is ignored.

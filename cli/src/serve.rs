@@ -1,0 +1,202 @@
+//! `vox serve`: answer SIP calls with flows.
+//!
+//! Reads routes from a config file (`--config`, else `./voxide.toml`, else built-in routes to
+//! the sample flows of this checkout), builds flow directories as needed, listens for SIP on
+//! UDP and TCP, and runs the matching flow for every inbound INVITE.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use voxide_runtime::builder::{self, BuildOptions};
+use voxide_runtime::calls::{self, Route, Router};
+use voxide_runtime::flows::{FlowEngine, FlowEngineConfig};
+use voxide_runtime::kv::MemoryKv;
+use voxide_sip::shell::{Listen, SipServer};
+use voxide_sip::transaction::Timers;
+use voxide_sip::ua::UaConfig;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Config file (default: ./voxide.toml if present, else routes to the sample flows).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// SIP listen address for UDP and TCP (overrides the config).
+    #[arg(long, value_name = "ADDR")]
+    sip: Option<SocketAddr>,
+    /// Address put in Contact, Via and SDP (default: the listen IP, or 127.0.0.1 if unspecified).
+    #[arg(long, value_name = "IP")]
+    advertise: Option<IpAddr>,
+    /// Where compiled flows are cached (default: ./voxide-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    sip: SipConfig,
+    #[serde(default)]
+    routes: Vec<RouteConfig>,
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipConfig {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    advertise: Option<IpAddr>,
+    #[serde(default = "default_true")]
+    udp: bool,
+    #[serde(default = "default_true")]
+    tcp: bool,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig { listen: default_listen(), advertise: None, udp: true, tcp: true }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 5060))
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteConfig {
+    /// Called user: exact, a prefix ending in `*`, or `*`.
+    #[serde(rename = "match")]
+    pattern: String,
+    /// A flow crate directory (built on start) or a `.wasm` component.
+    flow: PathBuf,
+    #[serde(default)]
+    vars: std::collections::BTreeMap<String, String>,
+}
+
+fn sample_routes() -> Vec<RouteConfig> {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sample-flows");
+    ["hello", "ivr-menu", "voicemail"]
+        .iter()
+        .map(|name| RouteConfig {
+            pattern: (*name).into(),
+            flow: samples.join(name),
+            vars: Default::default(),
+        })
+        .collect()
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (mut config, base) = match &args.config {
+        Some(path) => (read_config(path)?, path.parent().map(Path::to_owned).unwrap_or_default()),
+        None if Path::new("voxide.toml").is_file() => {
+            (read_config(Path::new("voxide.toml"))?, PathBuf::from("."))
+        }
+        None => (Config { routes: sample_routes(), ..Config::default() }, PathBuf::from(".")),
+    };
+    if config.routes.is_empty() {
+        bail!(
+            "no [[routes]] configured: add one, e.g. `[[routes]] match = \"hello\" flow = \"sample-flows/hello\"`"
+        );
+    }
+    if let Some(sip) = args.sip {
+        config.sip.listen = sip;
+    }
+    let data_dir =
+        args.data_dir.or(config.data_dir.take()).unwrap_or_else(|| PathBuf::from("voxide-data"));
+    let engine = FlowEngine::new(FlowEngineConfig {
+        cache_dir: Some(data_dir.join("flows")),
+        ..Default::default()
+    })?;
+
+    let mut router = Router::default();
+    for r in &config.routes {
+        let path = if r.flow.is_absolute() { r.flow.clone() } else { base.join(&r.flow) };
+        let wasm = if path.extension().is_some_and(|e| e == "wasm") {
+            path.clone()
+        } else {
+            eprintln!("building {} ...", path.display());
+            builder::build_flow(&path, &BuildOptions::default())
+                .with_context(|| format!("route {:?}", r.pattern))?
+        };
+        let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+        let flow = engine
+            .load(&bytes)
+            .with_context(|| format!("route {:?}: loading {}", r.pattern, wasm.display()))?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        println!("route {:<12} -> {name} ({})", r.pattern, &flow.digest()[..19]);
+        router.routes.push(Route {
+            pattern: r.pattern.clone(),
+            name,
+            flow,
+            vars: r.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        });
+    }
+
+    let listen = config.sip.listen;
+    let advertise_ip =
+        args.advertise.or(config.sip.advertise).unwrap_or(if listen.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            listen.ip()
+        });
+    let listen_spec =
+        Listen { udp: config.sip.udp.then_some(listen), tcp: config.sip.tcp.then_some(listen) };
+    // Bind UDP first; with port 0 the TCP listener takes the same port number.
+    let mut server = SipServer::bind(
+        &Listen { udp: listen_spec.udp, tcp: None },
+        ua_config(listen, advertise_ip),
+    )
+    .await
+    .with_context(|| format!("binding SIP UDP {listen}"))?;
+    let port = server.udp_addr().map_or(listen.port(), |a| a.port());
+    if listen_spec.tcp.is_some() {
+        let tcp = SocketAddr::new(listen.ip(), port);
+        let both = Listen { udp: listen_spec.udp.map(|_| tcp), tcp: Some(tcp) };
+        drop(server);
+        server = SipServer::bind(&both, ua_config(tcp, advertise_ip))
+            .await
+            .with_context(|| format!("binding SIP {tcp}"))?;
+    }
+    if let Some(a) = server.udp_addr() {
+        println!("SIP listening on udp {a}");
+    }
+    if let Some(a) = server.tcp_addr() {
+        println!("SIP listening on tcp {a}");
+    }
+    let (sip, events) = server.spawn();
+    let calls = tokio::spawn(calls::serve(
+        engine,
+        Arc::new(router),
+        sip,
+        events,
+        MemoryKv::default(),
+        advertise_ip,
+    ));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => println!("shutting down"),
+        r = calls => r.context("call dispatcher stopped")?,
+    }
+    Ok(())
+}
+
+fn ua_config(listen: SocketAddr, advertise: IpAddr) -> UaConfig {
+    UaConfig {
+        advertised: SocketAddr::new(advertise, listen.port()),
+        timers: Timers::default(),
+        product: format!("Voxide/{}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+fn read_config(path: &Path) -> anyhow::Result<Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))
+}

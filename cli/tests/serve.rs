@@ -1,0 +1,243 @@
+//! `vox serve` on loopback, driven by sipp (Debian `sip-tester`; scripts/test.sh installs it)
+//! and by raw sockets replaying the RFC 4475 torture messages.
+
+// Test support code: a failed setup step should panic loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A running `vox serve`; killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("voxide.toml");
+    let flows = repo().join("sample-flows");
+    std::fs::write(
+        &config,
+        format!(
+            "[[routes]]\nmatch = \"hello\"\nflow = {:?}\n\n[[routes]]\nmatch = \"ivr*\"\nflow = {:?}\n",
+            flows.join("hello"),
+            flows.join("ivr-menu")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vox"))
+        .args(["serve", "--sip", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start vox serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("vox serve exited before listening").unwrap();
+        if let Some(a) = line.strip_prefix("SIP listening on udp ") {
+            break a.parse().unwrap();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, addr, _data: data }
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs one sipp call with `scenario` to `service`; returns sipp's exit status and output.
+fn sipp(server: &Server, scenario: &str, service: &str, extra: &[&str]) -> (bool, String) {
+    let scenario = repo().join("cli/tests/sipp").join(scenario);
+    let out = Command::new("sipp")
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-s", service, "-m", "1", "-l", "1", "-i", "127.0.0.1", "-p"])
+        .arg(free_port().to_string())
+        .args(["-timeout", "20", "-timeout_error", "-nostdin"])
+        .args(extra)
+        .arg(server.addr.to_string())
+        .output()
+        .expect("sipp is not installed: run scripts/test.sh, which installs Debian's sip-tester");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn sipp_calls_hello_over_udp_and_tcp_and_the_flow_hangs_up() {
+    let server = serve();
+    let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "hello", &[]);
+    assert!(ok, "UDP call failed:\n{out}");
+    let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "hello", &["-t", "t1"]);
+    assert!(ok, "TCP call failed:\n{out}");
+}
+
+#[test]
+fn caller_hangs_up_while_the_flow_is_talking() {
+    let server = serve();
+    // ivr-menu's greeting lasts ~6 s; the caller hangs up after 1 s and gets 200 to its BYE.
+    let (ok, out) = sipp(&server, "uac-caller-hangs-up.xml", "ivr-menu", &[]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn unknown_numbers_get_404() {
+    let server = serve();
+    let (ok, out) = sipp(&server, "uac-expect-404.xml", "nobody", &[]);
+    assert!(ok, "{out}");
+}
+
+/// (name, file, reply status the RFC asks for or None for no reply) from INDEX.tsv, limited to
+/// what `vox serve` answers at the transport: malformed requests, OPTIONS and unknown URIs.
+fn torture() -> Vec<(String, Vec<u8>)> {
+    let dir = repo().join("sip/tests/data/rfc4475");
+    let index = std::fs::read_to_string(dir.join("INDEX.tsv")).unwrap();
+    index
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (cols[2].to_owned(), std::fs::read(dir.join(cols[0])).unwrap())
+        })
+        .collect()
+}
+
+/// The replies a torture message gets: every reply until the line goes quiet for 250 ms.
+fn replies(recv: &mut dyn FnMut(&mut [u8]) -> std::io::Result<usize>) -> Vec<u16> {
+    let mut codes = Vec::new();
+    let mut buf = vec![0u8; 65_535];
+    while let Ok(n) = recv(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        // A TCP read may hold several responses back to back.
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        codes
+            .extend(text.split("SIP/2.0 ").skip(1).filter_map(|r| r.get(..3)?.parse::<u16>().ok()));
+    }
+    codes
+}
+
+/// The RFC's named answers, as the first reply each message gets from `vox serve`.
+const WANT: &[(&str, u16)] = &[
+    ("intmeth", 501),
+    ("esc02", 501),
+    ("badinv01", 400),
+    ("ncl", 400),
+    ("scalar02", 400),
+    ("quotbal", 400),
+    ("ltgtruri", 400),
+    ("lwsruri", 400),
+    ("lwsstart", 400),
+    ("trws", 400),
+    ("escruri", 400),
+    ("regbadct", 400),
+    ("badaspec", 400),
+    ("badvers", 505),
+    ("mismatch01", 400),
+    ("mismatch02", 400),
+    ("badbranch", 400),
+    ("insuf", 400),
+    ("unkscm", 416),
+    ("novelsc", 416),
+    ("bext01", 420),
+    ("invut", 415),
+    ("multi01", 400),
+    ("mcl01", 400),
+    ("zeromf", 200),
+];
+
+/// Valid messages must be processed, not refused as malformed (their answer depends on the
+/// method and route: 100 then 404 for an INVITE to an unknown user, 481 for a stray
+/// re-INVITE, 405 for REGISTER …).
+const VALID: &[&str] = &[
+    "wsinv",
+    "intmeth",
+    "esc01",
+    "escnull",
+    "esc02",
+    "lwsdisp",
+    "longreq",
+    "dblreq",
+    "semiuri",
+    "transports",
+    "mpart01",
+];
+
+/// Over UDP, a message that reuses the Via branch and sent-by of an earlier one (RFC 4475's
+/// files share `z9hG4bKkdjuw`) is, correctly, a retransmission of that transaction while it
+/// lingers (Timer J), and its answer goes to the earlier sender; those are not checked there.
+const SHARED_BRANCH: &[&str] = &["novelsc", "cparam02", "regescrt"];
+
+fn check(transport: &str, answered: &[(String, Vec<u16>)]) {
+    let first =
+        |name: &str| answered.iter().find(|(n, _)| n == name).and_then(|(_, c)| c.first().copied());
+    for (name, code) in WANT {
+        if transport == "UDP" && SHARED_BRANCH.contains(name) {
+            continue;
+        }
+        assert_eq!(first(name), Some(*code), "{name} over {transport}: {answered:?}");
+    }
+    for name in VALID {
+        let got = first(name);
+        assert!(got.is_some_and(|c| c != 400 && c != 505), "{name} over {transport}: {got:?}");
+    }
+    // Broken or unsolicited responses are dropped, never answered.
+    for name in ["unreason", "noreason", "scalarlg", "bigcode", "bcast"] {
+        assert_eq!(first(name), None, "{name} over {transport}");
+    }
+}
+
+#[test]
+fn torture_messages_over_udp_get_the_rfc_answers_and_the_server_keeps_serving() {
+    let server = serve();
+    let mut answered = Vec::new();
+    for (name, bytes) in torture() {
+        // A socket per message, so late replies (a 404 after a 100) cannot be mixed up.
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
+        udp.send_to(&bytes, server.addr).unwrap();
+        // Replies go to the source address (rport-style symmetric response routing).
+        answered.push((name, replies(&mut |b| udp.recv_from(b).map(|(n, _)| n))));
+    }
+    check("UDP", &answered);
+    let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "hello", &[]);
+    assert!(ok, "server stopped serving after the torture messages:\n{out}");
+}
+
+#[test]
+fn torture_messages_over_tcp_get_the_rfc_answers_and_the_server_keeps_serving() {
+    let server = serve();
+    let mut answered = Vec::new();
+    for (name, bytes) in torture() {
+        let mut conn = TcpStream::connect(server.addr).expect("TCP connect");
+        conn.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
+        conn.write_all(&bytes).unwrap();
+        answered.push((name, replies(&mut |b| conn.read(b))));
+    }
+    check("TCP", &answered);
+    let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "hello", &["-t", "t1"]);
+    assert!(ok, "server stopped serving TCP after the torture messages:\n{out}");
+}

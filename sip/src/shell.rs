@@ -1,0 +1,251 @@
+//! The tokio transport shell around [`UserAgent`]: UDP and TCP sockets, the timer, and two
+//! channels — commands in (answer, reject, hang up …) and call events out.
+//!
+//! One task owns the user agent and every socket write; TCP connections get a reader task
+//! each that frames messages (by Content-Length) and forwards them. Nothing here interprets
+//! SIP: it moves bytes and time in and out of the sans-IO core.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::framing::StreamFramer;
+use crate::ua::{CallRef, Event, Output, Peer, Stats, Transport, UaConfig, UserAgent};
+
+/// What the application asks of a call.
+#[derive(Debug)]
+pub enum Command {
+    Ring(CallRef),
+    Answer {
+        call: CallRef,
+        sdp: Vec<u8>,
+    },
+    Reject {
+        call: CallRef,
+        code: u16,
+        reason: String,
+    },
+    Hangup(CallRef),
+    /// Reply with the user agent's counters.
+    Stats(tokio::sync::oneshot::Sender<Stats>),
+}
+
+/// Sends commands to the SIP task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SipHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl SipHandle {
+    /// Queues a command; `false` if the SIP task has stopped.
+    pub async fn send(&self, command: Command) -> bool {
+        self.commands.send(command).await.is_ok()
+    }
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+}
+
+/// Bound sockets, ready to run.
+#[derive(Debug)]
+pub struct SipServer {
+    udp: Option<Arc<UdpSocket>>,
+    tcp: Option<TcpListener>,
+    config: UaConfig,
+}
+
+/// Inputs to the SIP task from connection readers.
+enum Inbound {
+    Frame(Peer, Vec<u8>),
+    /// A reply the framer produced for a stream it must close (e.g. no Content-Length).
+    Reply(SocketAddr, Vec<u8>),
+    Connected(SocketAddr, mpsc::Sender<Vec<u8>>),
+    Closed(SocketAddr),
+}
+
+impl SipServer {
+    /// Binds the sockets (so the caller learns bind errors before starting).
+    pub async fn bind(listen: &Listen, config: UaConfig) -> std::io::Result<SipServer> {
+        let udp = match listen.udp {
+            Some(addr) => Some(Arc::new(UdpSocket::bind(addr).await?)),
+            None => None,
+        };
+        let tcp = match listen.tcp {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(SipServer { udp, tcp, config })
+    }
+
+    /// The bound UDP address (useful with port 0).
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// The bound TCP address.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// Starts the SIP task. Events arrive on the returned receiver.
+    pub fn spawn(self) -> (SipHandle, mpsc::Receiver<Event>) {
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (ev_tx, ev_rx) = mpsc::channel(1024);
+        let (in_tx, in_rx) = mpsc::channel(1024);
+        if let Some(listener) = self.tcp {
+            tokio::spawn(accept_loop(listener, in_tx.clone()));
+        }
+        tokio::spawn(run(UserAgent::new(self.config), self.udp, cmd_rx, ev_tx, in_rx));
+        (SipHandle { commands: cmd_tx }, ev_rx)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inbound: mpsc::Sender<Inbound>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                tokio::spawn(connection(stream, addr, inbound.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("SIP TCP accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One TCP connection: frames inbound messages, writes what the SIP task sends back.
+async fn connection(stream: TcpStream, addr: SocketAddr, inbound: mpsc::Sender<Inbound>) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    if inbound.send(Inbound::Connected(addr, out_tx)).await.is_err() {
+        return;
+    }
+    let write = tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let peer = Peer { addr, transport: Transport::Tcp };
+    let mut framer = StreamFramer::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        framer.push(&buf[..n]);
+        while let Some(frame) = framer.next_bytes() {
+            match frame {
+                Ok(bytes) => {
+                    if inbound.send(Inbound::Frame(peer, bytes)).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Err(e) => {
+                    if let Some(reply) = e.reply() {
+                        let _ = inbound.send(Inbound::Reply(addr, reply)).await;
+                    }
+                    break 'read;
+                }
+            }
+        }
+    }
+    // Let the writer flush what is queued (e.g. the 400 before a close): it ends once the
+    // SIP task drops this connection's sender on `Closed`.
+    let _ = inbound.send(Inbound::Closed(addr)).await;
+    let _ = write.await;
+}
+
+async fn run(
+    mut ua: UserAgent,
+    udp: Option<Arc<UdpSocket>>,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    mut inbound: mpsc::Receiver<Inbound>,
+) {
+    let mut conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let deadline = ua.poll_timeout();
+        tokio::select! {
+            r = recv(&udp, &mut buf) => {
+                if let Some((n, addr)) = r {
+                    ua.handle_input(Instant::now(), Peer { addr, transport: Transport::Udp }, &buf[..n]);
+                }
+            }
+            msg = inbound.recv() => match msg {
+                                Some(Inbound::Frame(peer, bytes)) => ua.handle_input(Instant::now(), peer, &bytes),
+                Some(Inbound::Reply(addr, reply)) => {
+                    if let Some(conn) = conns.get(&addr) {
+                        let _ = conn.send(reply).await;
+                    }
+                }
+                Some(Inbound::Connected(addr, tx)) => { conns.insert(addr, tx); }
+                Some(Inbound::Closed(addr)) => { conns.remove(&addr); }
+                None => {}
+            },
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { return };
+                let now = Instant::now();
+                match cmd {
+                    Command::Ring(call) => ua.ring(now, call, None),
+                    Command::Answer { call, sdp } => { ua.answer(now, call, &sdp); }
+                    Command::Reject { call, code, reason } => { ua.reject(now, call, code, &reason); }
+                    Command::Hangup(call) => ua.hangup(now, call),
+                    Command::Stats(reply) => { let _ = reply.send(ua.stats()); }
+                }
+            }
+            _ = sleep_until(deadline) => ua.handle_timeout(Instant::now()),
+        }
+        while let Some(output) = ua.poll_output() {
+            match output {
+                Output::Transmit { to, bytes } => match to.transport {
+                    Transport::Udp => {
+                        if let Some(sock) = &udp
+                            && let Err(e) = sock.send_to(&bytes, to.addr).await
+                        {
+                            tracing::debug!("SIP UDP send to {} failed: {e}", to.addr);
+                        }
+                    }
+                    Transport::Tcp => match conns.get(&to.addr) {
+                        Some(conn) => {
+                            let _ = conn.send(bytes).await;
+                        }
+                        None => tracing::debug!("SIP TCP peer {} is gone", to.addr),
+                    },
+                },
+                Output::Event(event) => {
+                    if events.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn recv(udp: &Option<Arc<UdpSocket>>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match udp {
+        Some(sock) => sock.recv_from(buf).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
