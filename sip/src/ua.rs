@@ -341,52 +341,52 @@ impl UserAgent {
     }
 
     fn handle_reinvite(&mut self, now: Instant, peer: Peer, key: Key, request: &Message) {
-        let Some(call) =
-            DialogId::of_request(request).and_then(|id| self.dialogs.get(&id).copied())
-        else {
-            return self.reply_in_tx(
+        let Some(call) = self.in_dialog(now, peer, &key, request) else { return };
+        // Hold/resume: accept the offer as is (media negotiation arrives with the media
+        // engine); the direction attribute passes through unchanged.
+        let body = (!request.body.is_empty()).then(|| ("application/sdp", request.body.clone()));
+        let tag = self.calls.get(&call).map(|c| c.local_tag.clone());
+        let sdp = body.as_ref().map(|(t, b)| (*t, b.as_slice()));
+        let bytes = response(request, peer, 200, "OK", tag.as_deref(), &[], sdp, &self.config);
+        // Answered at once: no 100 Trying needed.
+        let mut tx = ServerInvite::new(peer.transport.reliability(), self.config.timers, None);
+        tx.send_response(now, 200, bytes);
+        self.server.insert(key.clone(), ServerEntry { tx: ServerTx::Invite(tx), peer });
+        self.drain_server(&key);
+    }
+
+    /// The call an in-dialog request belongs to, once its dialog accepted the request.
+    /// Otherwise the request is answered here (481 unknown dialog, 500 stale CSeq) and `None`.
+    fn in_dialog(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        key: &Key,
+        request: &Message,
+    ) -> Option<CallRef> {
+        let call = DialogId::of_request(request).and_then(|id| self.dialogs.get(&id).copied());
+        let Some(call) = call else {
+            self.reply_in_tx(
                 now,
                 peer,
-                key,
+                key.clone(),
                 request,
                 481,
                 "Call/Transaction Does Not Exist",
                 &[],
             );
+            return None;
         };
         let checked = self
             .calls
             .get_mut(&call)
             .and_then(|c| c.dialog.as_mut())
             .map(|d| d.handle_request(request));
-        match checked {
-            Some(Err(e)) => {
-                self.reply_in_tx(now, peer, key, request, e.status(), &e.to_string(), &[])
-            }
-            // Hold/resume: accept the offer as is (media negotiation arrives with the media
-            // engine); the direction attribute passes through unchanged.
-            _ => {
-                let body =
-                    (!request.body.is_empty()).then(|| ("application/sdp", request.body.clone()));
-                let tag = self.calls.get(&call).map(|c| c.local_tag.clone());
-                let bytes = response(
-                    request,
-                    peer,
-                    200,
-                    "OK",
-                    tag.as_deref(),
-                    &[],
-                    body.as_ref().map(|(t, b)| (*t, b.as_slice())),
-                    &self.config,
-                );
-                // Answered at once: no 100 Trying needed.
-                let mut tx =
-                    ServerInvite::new(peer.transport.reliability(), self.config.timers, None);
-                tx.send_response(now, 200, bytes);
-                self.server.insert(key.clone(), ServerEntry { tx: ServerTx::Invite(tx), peer });
-                self.drain_server(&key);
-            }
+        if let Some(Err(e)) = checked {
+            self.reply_in_tx(now, peer, key.clone(), request, e.status(), &e.to_string(), &[]);
+            return None;
         }
+        Some(call)
     }
 
     fn handle_ack(&mut self, request: &Message) {
@@ -429,27 +429,7 @@ impl UserAgent {
     }
 
     fn handle_bye(&mut self, now: Instant, peer: Peer, key: Key, request: &Message) {
-        let Some(call) =
-            DialogId::of_request(request).and_then(|id| self.dialogs.get(&id).copied())
-        else {
-            return self.reply_in_tx(
-                now,
-                peer,
-                key,
-                request,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            );
-        };
-        let checked = self
-            .calls
-            .get_mut(&call)
-            .and_then(|c| c.dialog.as_mut())
-            .map(|d| d.handle_request(request));
-        if let Some(Err(e)) = checked {
-            return self.reply_in_tx(now, peer, key, request, e.status(), &e.to_string(), &[]);
-        }
+        let Some(call) = self.in_dialog(now, peer, &key, request) else { return };
         self.reply_in_tx(now, peer, key, request, 200, "OK", &[]);
         if let Some(c) = self.calls.get_mut(&call)
             && c.phase != CallPhase::Ended
