@@ -7,6 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use voxide_runtime::builder::{self, BuildOptions};
 use voxide_runtime::calls::{self, Route, Router};
 use voxide_runtime::flows::{FlowEngine, FlowEngineConfig};
 use voxide_runtime::kv::MemoryKv;
-use voxide_sip::shell::{Listen, SipServer};
+use voxide_sip::shell::{Command, Listen, SipHandle, SipServer};
 use voxide_sip::transaction::Timers;
 use voxide_sip::ua::UaConfig;
 
@@ -32,6 +33,10 @@ pub struct Args {
     /// Where compiled flows are cached (default: ./voxide-data).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// On SIGINT/SIGTERM, let calls in progress finish for this long before hanging them up
+    /// (new calls get 503 meanwhile). Default 30.
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -42,6 +47,7 @@ struct Config {
     #[serde(default)]
     routes: Vec<RouteConfig>,
     data_dir: Option<PathBuf>,
+    drain_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,16 +181,59 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let calls = tokio::spawn(calls::serve(
         engine,
         Arc::new(router),
-        sip,
+        sip.clone(),
         events,
         MemoryKv::default(),
         advertise_ip,
     ));
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => println!("shutting down"),
-        r = calls => r.context("call dispatcher stopped")?,
+        _ = shutdown_signal() => {}
+        r = calls => {
+            r.context("call dispatcher stopped")?;
+            return Ok(());
+        }
     }
+    let drain = Duration::from_secs(args.drain_timeout.or(config.drain_timeout_secs).unwrap_or(30));
+    shutdown(&sip, drain).await;
     Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (service managers).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Graceful shutdown: refuse new calls (503), let calls in progress finish for up to `drain`,
+/// then hang up the rest and give their BYEs a moment.
+async fn shutdown(sip: &SipHandle, drain: Duration) {
+    sip.send(Command::Drain).await;
+    let active = sip.active_calls().await;
+    println!(
+        "draining: new calls get 503; waiting up to {}s for {active} call(s) in progress",
+        drain.as_secs()
+    );
+    let deadline = tokio::time::Instant::now() + drain;
+    while sip.active_calls().await > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = sip.active_calls().await;
+    if left > 0 {
+        println!("hanging up {left} call(s)");
+        sip.send(Command::HangupAll).await;
+        // BYEs go out at once; give their 200s a moment without waiting for Timer F.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("stopped");
 }
 
 fn ua_config(listen: SocketAddr, advertise: IpAddr) -> UaConfig {

@@ -29,6 +29,10 @@ impl Drop for Server {
 }
 
 fn serve() -> Server {
+    serve_with(&[])
+}
+
+fn serve_with(extra: &[&str]) -> Server {
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("voxide.toml");
     let flows = repo().join("sample-flows");
@@ -46,6 +50,7 @@ fn serve() -> Server {
         .arg(&config)
         .arg("--data-dir")
         .arg(data.path())
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -61,6 +66,37 @@ fn serve() -> Server {
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Server { child, addr, _data: data }
+}
+
+#[test]
+fn sigterm_drains_new_calls_get_503_and_calls_in_progress_are_hung_up() {
+    let mut server = serve_with(&["--drain-timeout", "2"]);
+    // ivr-menu talks for ~40 s before it would hang up by itself.
+    let scenario = repo().join("cli/tests/sipp/uac-flow-hangs-up.xml");
+    let long = Command::new("sipp")
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-s", "ivr-menu", "-m", "1", "-l", "1", "-i", "127.0.0.1", "-p"])
+        .arg(free_port().to_string())
+        .args(["-timeout", "20", "-timeout_error", "-nostdin"])
+        .arg(server.addr.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sipp is not installed: run scripts/test.sh, which installs Debian's sip-tester");
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    let status =
+        Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sipp(&server, "uac-expect-503.xml", "hello", &[]);
+    assert!(ok, "a new call while draining gets 503:\n{out}");
+    // The call in progress receives our BYE once the 2 s drain deadline passes.
+    let long = long.wait_with_output().unwrap();
+    assert!(long.status.success(), "the call in progress was hung up cleanly");
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "vox serve exits cleanly: {exit:?}");
+    assert!(started.elapsed() < Duration::from_secs(15), "shutdown took {:?}", started.elapsed());
 }
 
 fn free_port() -> u16 {

@@ -33,6 +33,12 @@ pub enum Command {
     Hangup(CallRef),
     /// Reply with the user agent's counters.
     Stats(tokio::sync::oneshot::Sender<Stats>),
+    /// Refuse new calls with 503 from now on.
+    Drain,
+    /// Hang up every call in progress.
+    HangupAll,
+    /// Reply with the number of calls in progress.
+    ActiveCalls(tokio::sync::oneshot::Sender<usize>),
 }
 
 /// Sends commands to the SIP task. Cheap to clone.
@@ -45,6 +51,15 @@ impl SipHandle {
     /// Queues a command; `false` if the SIP task has stopped.
     pub async fn send(&self, command: Command) -> bool {
         self.commands.send(command).await.is_ok()
+    }
+
+    /// Calls in progress (0 if the SIP task has stopped).
+    pub async fn active_calls(&self) -> usize {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.send(Command::ActiveCalls(tx)).await {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
     }
 }
 
@@ -205,6 +220,9 @@ async fn run(
                     Command::Reject { call, code, reason } => { ua.reject(now, call, code, &reason); }
                     Command::Hangup(call) => ua.hangup(now, call),
                     Command::Stats(reply) => { let _ = reply.send(ua.stats()); }
+                    Command::Drain => ua.drain(),
+                    Command::HangupAll => ua.hangup_all(now),
+                    Command::ActiveCalls(reply) => { let _ = reply.send(ua.active_calls()); }
                 }
             }
             _ = sleep_until(deadline) => ua.handle_timeout(Instant::now()),

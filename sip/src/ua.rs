@@ -152,6 +152,7 @@ pub struct UserAgent {
     out: VecDeque<Output>,
     stats: Stats,
     seed: u64,
+    draining: bool,
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
@@ -169,11 +170,31 @@ impl UserAgent {
             out: VecDeque::new(),
             stats: Stats::default(),
             seed: random_seed(),
+            draining: false,
         }
     }
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Stops taking new calls: from now on INVITEs outside a dialog get `503` with
+    /// `Retry-After`, while calls in progress continue (graceful shutdown, first step).
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Hangs up every call still in progress (graceful shutdown, second step).
+    pub fn hangup_all(&mut self, now: Instant) {
+        let calls: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.phase != CallPhase::Ended)
+            .map(|(call, _)| *call)
+            .collect();
+        for call in calls {
+            self.hangup(now, call);
+        }
     }
 
     /// Calls that are not over yet.
@@ -294,6 +315,18 @@ impl UserAgent {
     }
 
     fn handle_invite(&mut self, now: Instant, peer: Peer, key: Key, request: Message) {
+        if self.draining {
+            let retry = (HeaderName::Other("Retry-After".into()), "30".to_owned());
+            return self.reply_in_tx(
+                now,
+                peer,
+                key,
+                &request,
+                503,
+                "Service Unavailable",
+                &[retry],
+            );
+        }
         // What an INVITE must carry before anything rings (RFC 3261 §8.2.3).
         if let Some(ct) = request.header_values(&HeaderName::ContentType).next()
             && !request.body.is_empty()

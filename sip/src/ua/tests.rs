@@ -318,3 +318,23 @@ fn reject_sends_the_chosen_final_and_retransmits_it_until_ack() {
     ua.handle_timeout(t0 + Duration::from_millis(500));
     assert_eq!(codes(&drain(&mut ua).0), [486], "Timer G");
 }
+
+#[test]
+fn draining_refuses_new_calls_with_503_and_hangup_all_ends_the_rest() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let call = incoming(&mut ua, t0, "1");
+    ua.answer(t0, call, b"v=0\r\n");
+    drain(&mut ua);
+    ua.drain();
+    ua.handle_input(t0, peer(), invite("2").as_bytes());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [503]);
+    assert_eq!(sent[0].header_values(&HeaderName::Other("Retry-After".into())).next(), Some("30"));
+    assert!(events.is_empty());
+    assert_eq!(ua.active_calls(), 1, "the call in progress goes on");
+    ua.hangup_all(t0);
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(sent[0].method(), Some(&Method::Bye));
+    assert_eq!(ua.active_calls(), 0);
+}
