@@ -48,6 +48,8 @@ struct Config {
     routes: Vec<RouteConfig>,
     data_dir: Option<PathBuf>,
     drain_timeout_secs: Option<u64>,
+    /// Most calls running a flow at once (sandbox slots reserved up front). Default 10,000.
+    max_calls: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.data_dir.or(config.data_dir.take()).unwrap_or_else(|| PathBuf::from("voxide-data"));
     let engine = FlowEngine::new(FlowEngineConfig {
         cache_dir: Some(data_dir.join("flows")),
+        max_concurrent_calls: config.max_calls.unwrap_or(10_000),
         ..Default::default()
     })?;
 

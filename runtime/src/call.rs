@@ -144,9 +144,10 @@ pub trait CallControl: Send {
     fn set_var(&mut self, key: String, value: String);
     /// End the call; idempotent, never blocks the flow for long.
     async fn hangup(&mut self);
-    /// The host ends the call after its flow finished (returned, failed or was stopped).
-    /// Idempotent; by default the same as [`hangup`](Self::hangup).
-    async fn end(&mut self) {
+    /// The host ends the call after its flow finished; `fault` if the flow failed or was
+    /// stopped (an unanswered SIP call then gets `500`, not a polite decline). Idempotent; by
+    /// default the same as [`hangup`](Self::hangup).
+    async fn end(&mut self, _fault: bool) {
         self.hangup().await
     }
     /// A validated event from `events.emit`.

@@ -77,7 +77,7 @@ pub async fn serve(
     engine: FlowEngine,
     router: Arc<Router>,
     sip: SipHandle,
-    mut events: mpsc::Receiver<Event>,
+    mut events: mpsc::UnboundedReceiver<Event>,
     kv: MemoryKv,
     media_ip: IpAddr,
 ) {
@@ -187,7 +187,12 @@ impl CallControl for SipCall {
         if !self.answered {
             self.answered = true;
             let sdp = self.sdp();
-            if !self.sip.send(Command::Answer { call: self.call, sdp }).await {
+            let (done, answered) = tokio::sync::oneshot::channel();
+            // `false`: the caller cancelled (or the call vanished) before our 200 went out.
+            if !self.sip.send(Command::Answer { call: self.call, sdp, done }).await
+                || !answered.await.unwrap_or(false)
+            {
+                self.hung_up = true;
                 return Err(CallError::Hangup);
             }
         }
@@ -278,6 +283,29 @@ impl CallControl for SipCall {
             self.ended = true;
             self.sip.send(Command::Hangup(self.call)).await;
         }
+    }
+
+    async fn end(&mut self, fault: bool) {
+        if self.ended || self.hung_up {
+            return;
+        }
+        self.ended = true;
+        // A flow that ends without answering: 480 if it simply returned, 500 if it failed;
+        // never 603, which would stop a proxy from trying other destinations.
+        let command = match (self.answered, fault) {
+            (true, _) => Command::Hangup(self.call),
+            (false, false) => Command::Reject {
+                call: self.call,
+                code: 480,
+                reason: "Temporarily Unavailable".into(),
+            },
+            (false, true) => Command::Reject {
+                call: self.call,
+                code: 500,
+                reason: "Server Internal Error".into(),
+            },
+        };
+        self.sip.send(command).await;
     }
 
     fn emit(&mut self, event: FlowEvent) {

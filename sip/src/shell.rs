@@ -21,9 +21,11 @@ use crate::ua::{CallRef, Event, Output, Peer, Stats, Transport, UaConfig, UserAg
 #[derive(Debug)]
 pub enum Command {
     Ring(CallRef),
+    /// Replies whether the call could be answered (it may have been cancelled meanwhile).
     Answer {
         call: CallRef,
         sdp: Vec<u8>,
+        done: tokio::sync::oneshot::Sender<bool>,
     },
     Reject {
         call: CallRef,
@@ -112,14 +114,16 @@ impl SipServer {
     }
 
     /// Starts the SIP task. Events arrive on the returned receiver.
-    pub fn spawn(self) -> (SipHandle, mpsc::Receiver<Event>) {
+    pub fn spawn(self) -> (SipHandle, mpsc::UnboundedReceiver<Event>) {
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-        let (ev_tx, ev_rx) = mpsc::channel(1024);
+        // Events are unbounded so the SIP task never waits on the application while the
+        // application waits on a command to it (that pair of bounded channels can deadlock).
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (in_tx, in_rx) = mpsc::channel(1024);
         if let Some(listener) = self.tcp {
             tokio::spawn(accept_loop(listener, in_tx.clone()));
         }
-        tokio::spawn(run(UserAgent::new(self.config), self.udp, cmd_rx, ev_tx, in_rx));
+        tokio::spawn(run(UserAgent::new(self.config), self.udp, cmd_rx, ev_tx, in_rx, in_tx));
         (SipHandle { commands: cmd_tx }, ev_rx)
     }
 }
@@ -187,8 +191,10 @@ async fn run(
     mut ua: UserAgent,
     udp: Option<Arc<UdpSocket>>,
     mut commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::UnboundedSender<Event>,
     mut inbound: mpsc::Receiver<Inbound>,
+    // Held so `inbound` never closes (and never busy-loops) when no TCP listener exists.
+    _inbound_tx: mpsc::Sender<Inbound>,
 ) {
     let mut conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut buf = vec![0u8; 65_535];
@@ -204,7 +210,7 @@ async fn run(
                                 Some(Inbound::Frame(peer, bytes)) => ua.handle_input(Instant::now(), peer, &bytes),
                 Some(Inbound::Reply(addr, reply)) => {
                     if let Some(conn) = conns.get(&addr) {
-                        let _ = conn.send(reply).await;
+                        let _ = conn.try_send(reply);
                     }
                 }
                 Some(Inbound::Connected(addr, tx)) => { conns.insert(addr, tx); }
@@ -216,7 +222,7 @@ async fn run(
                 let now = Instant::now();
                 match cmd {
                     Command::Ring(call) => ua.ring(now, call, None),
-                    Command::Answer { call, sdp } => { ua.answer(now, call, &sdp); }
+                    Command::Answer { call, sdp, done } => { let _ = done.send(ua.answer(now, call, &sdp)); }
                     Command::Reject { call, code, reason } => { ua.reject(now, call, code, &reason); }
                     Command::Hangup(call) => ua.hangup(now, call),
                     Command::Stats(reply) => { let _ = reply.send(ua.stats()); }
@@ -238,14 +244,19 @@ async fn run(
                         }
                     }
                     Transport::Tcp => match conns.get(&to.addr) {
+                        // A peer that stops reading must not stall every other call: when
+                        // its queue is full the connection is dropped.
                         Some(conn) => {
-                            let _ = conn.send(bytes).await;
+                            if conn.try_send(bytes).is_err() {
+                                tracing::warn!("SIP TCP peer {} is not reading; closing", to.addr);
+                                conns.remove(&to.addr);
+                            }
                         }
                         None => tracing::debug!("SIP TCP peer {} is gone", to.addr),
                     },
                 },
                 Output::Event(event) => {
-                    if events.send(event).await.is_err() {
+                    if events.send(event).is_err() {
                         return;
                     }
                 }

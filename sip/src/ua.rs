@@ -118,6 +118,10 @@ struct Call {
     phase: CallPhase,
     dialog: Option<Dialog>,
     ok: Option<OkRetransmit>,
+    /// Our SDP answer, reused for re-INVITEs (hold/resume).
+    local_sdp: Vec<u8>,
+    /// The application hung up before the caller's ACK arrived.
+    bye_pending: bool,
 }
 
 #[derive(Debug)]
@@ -236,10 +240,16 @@ impl UserAgent {
                 ServerTx::Invite(tx) => tx.handle_request(now, &method),
                 ServerTx::NonInvite(tx) => tx.handle_request(),
             }
-            return self.drain_server(&key);
+            self.drain_server(&key);
+            // RFC 2543 peers' ACK of our 2xx shares the INVITE's key; RFC 6026 still hands it
+            // to the call layer (a no-op for the ACK of a non-2xx, which has no dialog).
+            if method == Method::Ack {
+                self.handle_ack(now, &request);
+            }
+            return;
         }
         match method {
-            Method::Ack => return self.handle_ack(&request),
+            Method::Ack => return self.handle_ack(now, &request),
             Method::Cancel => return self.handle_cancel(now, peer, key, &request),
             _ => {}
         }
@@ -364,6 +374,8 @@ impl UserAgent {
                 phase: CallPhase::Offered,
                 dialog: None,
                 ok: None,
+                local_sdp: Vec::new(),
+                bye_pending: false,
             },
         );
         self.out.push_back(Output::Event(Event::Incoming {
@@ -375,12 +387,16 @@ impl UserAgent {
 
     fn handle_reinvite(&mut self, now: Instant, peer: Peer, key: Key, request: &Message) {
         let Some(call) = self.in_dialog(now, peer, &key, request) else { return };
-        // Hold/resume: accept the offer as is (media negotiation arrives with the media
-        // engine); the direction attribute passes through unchanged.
-        let body = (!request.body.is_empty()).then(|| ("application/sdp", request.body.clone()));
-        let tag = self.calls.get(&call).map(|c| c.local_tag.clone());
-        let sdp = body.as_ref().map(|(t, b)| (*t, b.as_slice()));
-        let bytes = response(request, peer, 200, "OK", tag.as_deref(), &[], sdp, &self.config);
+        // Hold/resume: answer with our own SDP (unchanged until the media engine negotiates
+        // directions) and our Contact.
+        let (tag, sdp) = match self.calls.get(&call) {
+            Some(c) => (Some(c.local_tag.clone()), c.local_sdp.clone()),
+            None => (None, Vec::new()),
+        };
+        let contact = (HeaderName::Contact, format!("<sip:{}>", self.config.advertised));
+        let body = (!sdp.is_empty()).then_some(("application/sdp", sdp.as_slice()));
+        let bytes =
+            response(request, peer, 200, "OK", tag.as_deref(), &[contact], body, &self.config);
         // Answered at once: no 100 Trying needed.
         let mut tx = ServerInvite::new(peer.transport.reliability(), self.config.timers, None);
         tx.send_response(now, 200, bytes);
@@ -422,16 +438,21 @@ impl UserAgent {
         Some(call)
     }
 
-    fn handle_ack(&mut self, request: &Message) {
+    fn handle_ack(&mut self, now: Instant, request: &Message) {
         // The ACK of our 2xx is its own transaction: find the call by dialog.
-        if let Some(call) =
+        let Some(call) =
             DialogId::of_request(request).and_then(|id| self.dialogs.get(&id).copied())
-            && let Some(c) = self.calls.get_mut(&call)
-        {
-            c.ok = None;
-            if let Some(d) = c.dialog.as_mut() {
-                d.confirm();
-            }
+        else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        c.ok = None;
+        if let Some(d) = c.dialog.as_mut() {
+            d.confirm();
+        }
+        // A hang-up requested before the ACK waited for it (RFC 3261 §15).
+        if std::mem::take(&mut c.bye_pending) {
+            self.send_bye(now, call);
         }
     }
 
@@ -535,6 +556,7 @@ impl UserAgent {
         self.dialogs.insert(dialog.id.clone(), call);
         c.dialog = Some(dialog);
         c.phase = CallPhase::Answered;
+        c.local_sdp = sdp.to_vec();
         let t1 = self.config.timers.t1;
         c.ok = Some(OkRetransmit {
             bytes: bytes.clone(),
@@ -567,7 +589,17 @@ impl UserAgent {
             CallPhase::Offered => {
                 self.reject(now, call, 603, "Decline");
             }
-            CallPhase::Answered => self.send_bye(now, call),
+            CallPhase::Answered => {
+                // No BYE before the ACK of our 200 (RFC 3261 §15): keep retransmitting the
+                // 200 and send the BYE when the ACK arrives (or at Timer L without one).
+                if let Some(c) = self.calls.get_mut(&call)
+                    && c.ok.is_some()
+                {
+                    c.bye_pending = true;
+                    return;
+                }
+                self.send_bye(now, call);
+            }
             CallPhase::Ended => {}
         }
     }
@@ -829,6 +861,8 @@ fn response(
     body: Option<(&str, &[u8])>,
     config: &UaConfig,
 ) -> Vec<u8> {
+    // The reason can come from a flow (`reject`): never let it carry CR/LF into the message.
+    let reason: String = reason.chars().filter(|c| !c.is_control()).take(120).collect();
     let mut out = format!("SIP/2.0 {code} {reason}\r\n");
     let mut first = true;
     for via in request.header_values(&HeaderName::Via) {
@@ -851,6 +885,12 @@ fn response(
         request.header_values(&HeaderName::CSeq).next().unwrap_or_default(),
         config.product
     ));
+    // Dialog-creating responses carry the Record-Route set back (RFC 3261 §12.1.1).
+    if (101..300).contains(&code) {
+        for rr in request.header_values(&HeaderName::RecordRoute) {
+            out.push_str(&format!("Record-Route: {rr}\r\n"));
+        }
+    }
     for (name, value) in extra {
         out.push_str(&format!("{}: {value}\r\n", name.as_str()));
     }

@@ -549,7 +549,7 @@ impl FlowEngine {
             tracing::debug!(call = %info.id, flow = %flow.digest, "flow ended: {outcome}");
         }
         // Whatever happened inside the sandbox, the call itself is ended cleanly.
-        state.call.end().await;
+        state.call.end(outcome.is_fault()).await;
         FlowReport {
             call_id: info.id,
             digest: flow.digest.clone(),

@@ -634,7 +634,7 @@ impl CallControl for SimCall {
         }
     }
 
-    async fn end(&mut self) {
+    async fn end(&mut self, _fault: bool) {
         if self.ended.is_none() {
             self.push(Actor::Host, Step::Hangup { by: "host: flow ended".into() });
             self.ended = Some(Ended::ByFlow);

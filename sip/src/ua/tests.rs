@@ -333,8 +333,55 @@ fn draining_refuses_new_calls_with_503_and_hangup_all_ends_the_rest() {
     assert_eq!(sent[0].header_values(&HeaderName::Other("Retry-After".into())).next(), Some("30"));
     assert!(events.is_empty());
     assert_eq!(ua.active_calls(), 1, "the call in progress goes on");
+    let tag = ua.calls.values().next().map(|c| c.local_tag.clone()).unwrap();
+    ua.handle_input(t0, peer(), in_dialog("ACK", 1, &tag, "ack").as_bytes());
     ua.hangup_all(t0);
     let (sent, _) = drain(&mut ua);
     assert_eq!(sent[0].method(), Some(&Method::Bye));
     assert_eq!(ua.active_calls(), 0);
+}
+
+#[test]
+fn hangup_before_the_ack_waits_for_it() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let call = incoming(&mut ua, t0, "1");
+    ua.answer(t0, call, b"v=0\r\n");
+    let tag = drain(&mut ua).0[0].to.tag().unwrap().to_owned();
+    ua.hangup(t0, call);
+    assert!(drain(&mut ua).0.is_empty(), "no BYE before the ACK (RFC 3261 §15)");
+    ua.handle_timeout(t0 + Duration::from_millis(500));
+    assert_eq!(codes(&drain(&mut ua).0), [200], "the 200 is still retransmitted");
+    ua.handle_input(
+        t0 + Duration::from_millis(700),
+        peer(),
+        in_dialog("ACK", 1, &tag, "ack").as_bytes(),
+    );
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(sent.iter().filter_map(|m| m.method()).collect::<Vec<_>>(), [&Method::Bye]);
+}
+
+#[test]
+fn responses_carry_record_route_and_never_a_crlf_from_a_reason() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let rr = invite("1")
+        .replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nRecord-Route: <sip:sbc.test;lr>\r\n");
+    ua.handle_input(t0, peer(), rr.as_bytes());
+    let call = match drain(&mut ua).1.as_slice() {
+        [Event::Incoming { call, .. }] => *call,
+        other => panic!("{other:?}"),
+    };
+    ua.answer(t0, call, b"v=0\r\n");
+    let ok = drain(&mut ua).0.remove(0);
+    assert_eq!(
+        ok.header_values(&HeaderName::RecordRoute).collect::<Vec<_>>(),
+        ["<sip:sbc.test;lr>"]
+    );
+
+    let call = incoming(&mut ua, t0, "2");
+    ua.reject(t0, call, 486, "Busy\r\nX-Injected: yes");
+    let sent = drain(&mut ua).0;
+    let busy = sent.iter().find(|m| m.status() == Some(486)).expect("486");
+    assert!(busy.header_values(&HeaderName::Other("X-Injected".into())).next().is_none());
 }
