@@ -18,12 +18,16 @@ pub enum Frame {
 #[derive(Debug, Default)]
 pub struct StreamFramer {
     buf: Vec<u8>,
+    /// Set once the stream could not be framed: it yields nothing more.
+    closed: bool,
 }
 
 impl StreamFramer {
-    /// Appends bytes read from the connection.
+    /// Appends bytes read from the connection (ignored once the stream was closed).
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        if !self.closed {
+            self.buf.extend_from_slice(data);
+        }
     }
 
     /// Bytes waiting for the rest of a message.
@@ -39,8 +43,21 @@ impl StreamFramer {
         })
     }
 
-    /// The next complete message's raw bytes (unparsed), or the error that ends the stream.
+    /// The next complete message's raw bytes (unparsed), or the error that ends the stream;
+    /// after that error it returns `None` for ever.
     pub fn next_bytes(&mut self) -> Option<Result<Vec<u8>, ParseError>> {
+        if self.closed {
+            return None;
+        }
+        let next = self.frame();
+        if matches!(next, Some(Err(_))) {
+            self.closed = true;
+            self.buf = Vec::new();
+        }
+        next
+    }
+
+    fn frame(&mut self) -> Option<Result<Vec<u8>, ParseError>> {
         // CRLF keep-alives between messages (RFC 5626 §4.4.1).
         let skip =
             self.buf.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(self.buf.len());
