@@ -11,7 +11,8 @@
 //! `481` for unknown dialogs, `416`/`420`/`415` for what it cannot serve, `400` with a reason
 //! for malformed requests, and nothing at all for garbage or broken responses (counted).
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -122,6 +123,8 @@ struct Call {
     local_sdp: Vec<u8>,
     /// The application hung up before the caller's ACK arrived.
     bye_pending: bool,
+    /// Our client transactions (BYE) still running for this call.
+    client_txs: usize,
 }
 
 #[derive(Debug)]
@@ -157,6 +160,20 @@ pub struct UserAgent {
     stats: Stats,
     seed: u64,
     draining: bool,
+    /// Deadlines of transactions and 2xx retransmissions, earliest first. Entries are lazy:
+    /// a popped entry whose owner is gone or rescheduled later is skipped, so scheduling is
+    /// O(log n) and no per-packet scan of every transaction is needed.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_refs: HashMap<u64, TimerRef>,
+    next_timer: u64,
+}
+
+/// What a timer entry belongs to.
+#[derive(Debug, Clone)]
+enum TimerRef {
+    Server(Key),
+    Client(String),
+    Ok(CallRef),
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
@@ -175,6 +192,9 @@ impl UserAgent {
             stats: Stats::default(),
             seed: random_seed(),
             draining: false,
+            timers: BinaryHeap::new(),
+            timer_refs: HashMap::new(),
+            next_timer: 0,
         }
     }
 
@@ -376,6 +396,7 @@ impl UserAgent {
                 ok: None,
                 local_sdp: Vec::new(),
                 bye_pending: false,
+                client_txs: 0,
             },
         );
         self.out.push_back(Output::Event(Event::Incoming {
@@ -492,6 +513,8 @@ impl UserAgent {
             c.ok = None;
             self.out.push_back(Output::Event(Event::HungUp { call }));
         }
+        // Calls longer than Timer L have no INVITE transaction left to trigger this later.
+        self.forget_if_done(call);
     }
 
     fn handle_response(&mut self, now: Instant, response: &Message) {
@@ -569,6 +592,7 @@ impl UserAgent {
             tx.send_response(now, 200, bytes);
         }
         self.drain_server(&key);
+        self.schedule(now + t1, TimerRef::Ok(call));
         true
     }
 
@@ -628,6 +652,9 @@ impl UserAgent {
                     self.config.timers,
                 );
                 self.client.insert(branch.clone(), ClientEntry { tx, peer, call });
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.client_txs += 1;
+                }
                 self.drain_client(&branch);
             }
             // Our own request always parses; if it ever did not, end the call locally.
@@ -655,77 +682,76 @@ impl UserAgent {
 
     /// Fires everything due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let server_keys: Vec<Key> = self
-            .server
-            .iter()
-            .filter(|(_, e)| server_timeout(&e.tx).is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in server_keys {
-            if let Some(entry) = self.server.get_mut(&key) {
-                match &mut entry.tx {
-                    ServerTx::Invite(tx) => tx.handle_timeout(now),
-                    ServerTx::NonInvite(tx) => tx.handle_timeout(now),
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(owner) = self.timer_refs.remove(&id) else { continue };
+            match owner {
+                TimerRef::Server(key) => {
+                    if let Some(entry) = self.server.get_mut(&key) {
+                        match &mut entry.tx {
+                            ServerTx::Invite(tx) => tx.handle_timeout(now),
+                            ServerTx::NonInvite(tx) => tx.handle_timeout(now),
+                        }
+                        self.drain_server(&key);
+                    }
                 }
-            }
-            self.drain_server(&key);
-        }
-        let client_keys: Vec<String> = self
-            .client
-            .iter()
-            .filter(|(_, e)| e.tx.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for branch in client_keys {
-            if let Some(entry) = self.client.get_mut(&branch) {
-                entry.tx.handle_timeout(now);
-            }
-            self.drain_client(&branch);
-        }
-        let mut no_ack = Vec::new();
-        for (call, c) in &mut self.calls {
-            let Some(ok) = c.ok.as_mut() else { continue };
-            if now >= ok.give_up {
-                no_ack.push(*call);
-            } else if now >= ok.next {
-                self.out.push_back(Output::Transmit { to: c.peer, bytes: ok.bytes.clone() });
-                ok.interval = (ok.interval * 2).min(self.config.timers.t2);
-                ok.next = now + ok.interval;
-            }
-        }
-        for call in no_ack {
-            self.out.push_back(Output::Event(Event::NoAck { call }));
-            self.send_bye(now, call);
-        }
-        // Forget calls whose transactions are all gone.
-        let live: std::collections::HashSet<CallRef> =
-            self.client.values().map(|e| e.call).collect();
-        let finished: Vec<CallRef> = self
-            .calls
-            .iter()
-            .filter(|(call, c)| {
-                c.phase == CallPhase::Ended
-                    && !self.server.contains_key(&c.invite_key)
-                    && !live.contains(call)
-            })
-            .map(|(call, _)| *call)
-            .collect();
-        for call in finished {
-            if let Some(c) = self.calls.remove(&call) {
-                self.invites.remove(&c.invite_key);
-                if let Some(d) = c.dialog {
-                    self.dialogs.remove(&d.id);
+                TimerRef::Client(branch) => {
+                    if let Some(entry) = self.client.get_mut(&branch) {
+                        entry.tx.handle_timeout(now);
+                        self.drain_client(&branch);
+                    }
                 }
+                TimerRef::Ok(call) => self.retransmit_ok(now, call),
             }
         }
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must next run.
+    /// Timer G/L-style retransmission of our 2xx until the ACK (§13.3.1.4).
+    fn retransmit_ok(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(ok) = c.ok.as_mut() else { return };
+        if now >= ok.give_up {
+            self.out.push_back(Output::Event(Event::NoAck { call }));
+            self.send_bye(now, call);
+            return;
+        }
+        if now >= ok.next {
+            self.out.push_back(Output::Transmit { to: c.peer, bytes: ok.bytes.clone() });
+            ok.interval = (ok.interval * 2).min(self.config.timers.t2);
+            ok.next = now + ok.interval;
+        }
+        let next = ok.next.min(ok.give_up);
+        self.schedule(next, TimerRef::Ok(call));
+    }
+
+    fn schedule(&mut self, at: Instant, owner: TimerRef) {
+        self.next_timer += 1;
+        self.timer_refs.insert(self.next_timer, owner);
+        self.timers.push(Reverse((at, self.next_timer)));
+    }
+
+    /// Forgets a call once it is over and none of its transactions is still running.
+    fn forget_if_done(&mut self, call: CallRef) {
+        let done = self.calls.get(&call).is_some_and(|c| {
+            c.phase == CallPhase::Ended
+                && c.client_txs == 0
+                && !self.server.contains_key(&c.invite_key)
+        });
+        if done && let Some(c) = self.calls.remove(&call) {
+            self.invites.remove(&c.invite_key);
+            if let Some(d) = c.dialog {
+                self.dialogs.remove(&d.id);
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next run (possibly a little early:
+    /// stale entries are skipped then).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let server = self.server.values().filter_map(|e| server_timeout(&e.tx));
-        let client = self.client.values().filter_map(|e| e.tx.poll_timeout());
-        let ok = self.calls.values().filter_map(|c| c.ok.as_ref().map(|o| o.next.min(o.give_up)));
-        server.chain(client).chain(ok).min()
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -760,6 +786,11 @@ impl UserAgent {
         }
         if terminated {
             self.server.remove(key);
+            if let Some(call) = self.invites.get(key).copied() {
+                self.forget_if_done(call);
+            }
+        } else if let Some(at) = self.server.get(key).and_then(|e| server_timeout(&e.tx)) {
+            self.schedule(at, TimerRef::Server(key.clone()));
         }
     }
 
@@ -785,6 +816,16 @@ impl UserAgent {
         }
         if done {
             self.out.push_back(Output::Event(Event::Ended { call }));
+        }
+        match self.client.get(branch).map(|e| e.tx.poll_timeout()) {
+            Some(Some(at)) => self.schedule(at, TimerRef::Client(branch.to_owned())),
+            Some(None) => {}
+            None => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.client_txs = c.client_txs.saturating_sub(1);
+                }
+                self.forget_if_done(call);
+            }
         }
     }
 

@@ -385,3 +385,31 @@ fn responses_carry_record_route_and_never_a_crlf_from_a_reason() {
     let busy = sent.iter().find(|m| m.status() == Some(486)).expect("486");
     assert!(busy.header_values(&HeaderName::Other("X-Injected".into())).next().is_none());
 }
+
+#[test]
+fn finished_calls_are_forgotten_and_the_timer_heap_drains() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    for n in 0..50 {
+        let branch = format!("n{n}");
+        let call = incoming(&mut ua, t0, &branch);
+        ua.answer(t0, call, b"v=0\r\n");
+        let tag = drain(&mut ua).0[0].to.tag().unwrap().to_owned();
+        let ack = in_dialog("ACK", 1, &tag, &format!("a{n}"))
+            .replace("call-1", &format!("call-{branch}"));
+        ua.handle_input(t0, peer(), ack.as_bytes());
+        let bye = in_dialog("BYE", 2, &tag, &format!("b{n}"))
+            .replace("call-1", &format!("call-{branch}"));
+        ua.handle_input(t0 + Duration::from_secs(40), peer(), bye.as_bytes());
+        drain(&mut ua);
+    }
+    // Run every timer out.
+    while let Some(at) = ua.poll_timeout() {
+        ua.handle_timeout(at);
+        drain(&mut ua);
+    }
+    assert_eq!(ua.active_calls(), 0);
+    assert!(ua.calls.is_empty() && ua.dialogs.is_empty() && ua.invites.is_empty(), "nothing leaks");
+    assert!(ua.server.is_empty() && ua.client.is_empty());
+    assert!(ua.timer_refs.is_empty());
+}
