@@ -17,14 +17,16 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    fn name(self) -> &'static str {
+    /// The name used in `algorithm=` parameters.
+    pub fn name(self) -> &'static str {
         match self {
             Algorithm::Md5 => "MD5",
             Algorithm::Sha256 => "SHA-256",
         }
     }
 
-    fn parse(s: &str) -> Option<Algorithm> {
+    /// Parses an `algorithm=` value (case-insensitive).
+    pub fn parse(s: &str) -> Option<Algorithm> {
         match s.to_ascii_uppercase().as_str() {
             "MD5" => Some(Algorithm::Md5),
             "SHA-256" => Some(Algorithm::Sha256),
