@@ -4,6 +4,7 @@
 //!   routes on, with reply-ready errors for requests it rejects.
 //! - [`auth`]: digest authentication (MD5, SHA-256) with stateless HMAC nonces.
 //! - [`dialog`]: RFC 3261 §12 dialogs: sequencing, route sets, target refresh, in-dialog requests.
+//! - [`registrar`]: REGISTER with digest auth, bindings with expiry, failed-auth lockout.
 //! - [`framing`]: cutting a TCP byte stream into messages by Content-Length.
 //! - [`transaction`]: RFC 3261 §17 client and server transactions (INVITE and non-INVITE) as
 //!   sans-IO state machines driven by `now`, with the RFC 6026 Accepted state.
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod dialog;
 pub mod framing;
 pub mod message;
+pub mod registrar;
 pub mod shell;
 pub mod transaction;
 pub mod ua;

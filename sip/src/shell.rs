@@ -8,14 +8,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::framing::StreamFramer;
-use crate::ua::{CallRef, Event, Output, Peer, Stats, Transport, UaConfig, UserAgent};
+use crate::registrar::Registrar;
+use crate::ua::{CallRef, Event, Outbound, Output, Peer, Stats, Transport, UaConfig, UserAgent};
 
 /// What the application asks of a call.
 #[derive(Debug)]
@@ -41,6 +42,18 @@ pub enum Command {
     HangupAll,
     /// Reply with the number of calls in progress.
     ActiveCalls(tokio::sync::oneshot::Sender<usize>),
+    /// Place an outbound call. Its events go to `events` (not to the main event channel);
+    /// the reply is `None` when the target does not make a valid INVITE.
+    Invite {
+        out: Outbound,
+        events: mpsc::UnboundedSender<Event>,
+        reply: tokio::sync::oneshot::Sender<Option<CallRef>>,
+    },
+    /// Reply with where a registered user can be reached (contact URI, peer), best first.
+    Lookup {
+        user: String,
+        reply: tokio::sync::oneshot::Sender<Vec<(String, Peer)>>,
+    },
 }
 
 /// Sends commands to the SIP task. Cheap to clone.
@@ -63,6 +76,29 @@ impl SipHandle {
         }
         rx.await.unwrap_or(0)
     }
+
+    /// Places an outbound call whose events arrive on `events`; `None` if the SIP task has
+    /// stopped or the target does not make a valid INVITE.
+    pub async fn invite(
+        &self,
+        out: Outbound,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Option<CallRef> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if !self.send(Command::Invite { out, events, reply }).await {
+            return None;
+        }
+        rx.await.ok().flatten()
+    }
+
+    /// Where a registered user can be reached, best first; empty if not registered.
+    pub async fn lookup(&self, user: &str) -> Vec<(String, Peer)> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if !self.send(Command::Lookup { user: user.to_owned(), reply }).await {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
 }
 
 /// Listening addresses.
@@ -78,6 +114,7 @@ pub struct SipServer {
     udp: Option<Arc<UdpSocket>>,
     tcp: Option<TcpListener>,
     config: UaConfig,
+    registrar: Option<Registrar>,
 }
 
 /// Inputs to the SIP task from connection readers.
@@ -100,7 +137,13 @@ impl SipServer {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        Ok(SipServer { udp, tcp, config })
+        Ok(SipServer { udp, tcp, config, registrar: None })
+    }
+
+    /// Serves REGISTER with `registrar`.
+    pub fn with_registrar(mut self, registrar: Registrar) -> SipServer {
+        self.registrar = Some(registrar);
+        self
     }
 
     /// The bound UDP address (useful with port 0).
@@ -123,7 +166,15 @@ impl SipServer {
         if let Some(listener) = self.tcp {
             tokio::spawn(accept_loop(listener, in_tx.clone()));
         }
-        tokio::spawn(run(UserAgent::new(self.config), self.udp, cmd_rx, ev_tx, in_rx, in_tx));
+        let mut ua = UserAgent::new(self.config);
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        ua.set_clock(Instant::now(), unix);
+        if let Some(registrar) = self.registrar {
+            ua.set_registrar(registrar);
+        }
+        tokio::spawn(run(ua, self.udp, cmd_rx, ev_tx, in_rx, in_tx));
         (SipHandle { commands: cmd_tx }, ev_rx)
     }
 }
@@ -193,10 +244,15 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     mut inbound: mpsc::Receiver<Inbound>,
-    // Held so `inbound` never closes (and never busy-loops) when no TCP listener exists.
-    _inbound_tx: mpsc::Sender<Inbound>,
+    // Held so `inbound` never closes (and never busy-loops) when no TCP listener exists;
+    // outbound connections report through it too.
+    inbound_tx: mpsc::Sender<Inbound>,
 ) {
     let mut conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    // Outbound TCP connections being set up, with what waits to be sent on them.
+    let mut connecting: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
+    // Per-call event receivers (outbound calls); other events go to `events`.
+    let mut sinks: HashMap<CallRef, mpsc::UnboundedSender<Event>> = HashMap::new();
     let mut buf = vec![0u8; 65_535];
     loop {
         let deadline = ua.poll_timeout();
@@ -213,8 +269,17 @@ async fn run(
                         let _ = conn.try_send(reply);
                     }
                 }
-                Some(Inbound::Connected(addr, tx)) => { conns.insert(addr, tx); }
-                Some(Inbound::Closed(addr)) => { conns.remove(&addr); }
+                Some(Inbound::Connected(addr, tx)) => {
+                    for bytes in connecting.remove(&addr).unwrap_or_default() {
+                        let _ = tx.try_send(bytes);
+                    }
+                    conns.insert(addr, tx);
+                }
+                Some(Inbound::Closed(addr)) => {
+                    conns.remove(&addr);
+                    // A connect that failed: its transactions time out (408) on their own.
+                    connecting.remove(&addr);
+                }
                 None => {}
             },
             cmd = commands.recv() => {
@@ -229,6 +294,14 @@ async fn run(
                     Command::Drain => ua.drain(),
                     Command::HangupAll => ua.hangup_all(now),
                     Command::ActiveCalls(reply) => { let _ = reply.send(ua.active_calls()); }
+                    Command::Invite { out, events, reply } => {
+                        let call = ua.invite(now, out);
+                        if let Some(call) = call {
+                            sinks.insert(call, events);
+                        }
+                        let _ = reply.send(call);
+                    }
+                    Command::Lookup { user, reply } => { let _ = reply.send(ua.lookup(now, &user)); }
                 }
             }
             _ = sleep_until(deadline) => ua.handle_timeout(Instant::now()),
@@ -252,15 +325,50 @@ async fn run(
                                 conns.remove(&to.addr);
                             }
                         }
-                        None => tracing::debug!("SIP TCP peer {} is gone", to.addr),
+                        // No connection (yet): open one (connection reuse: it then serves
+                        // both directions, RFC 5923 style, for as long as it stays up).
+                        None => match connecting.get_mut(&to.addr) {
+                            Some(queue) => queue.push(bytes),
+                            None => {
+                                connecting.insert(to.addr, vec![bytes]);
+                                tokio::spawn(connect(to.addr, inbound_tx.clone()));
+                            }
+                        },
                     },
                 },
                 Output::Event(event) => {
-                    if events.send(event).is_err() {
+                    let call = event.call();
+                    let sink = match sinks.get(&call) {
+                        Some(sink) => {
+                            let delivered = sink.send(event.clone()).is_ok();
+                            if !delivered || event.is_final() {
+                                sinks.remove(&call);
+                            }
+                            true
+                        }
+                        None => false,
+                    };
+                    if !sink && events.send(event).is_err() {
                         return;
                     }
                 }
             }
+        }
+    }
+}
+
+/// Opens an outbound TCP connection; it joins the SIP task like an accepted one.
+async fn connect(addr: SocketAddr, inbound: mpsc::Sender<Inbound>) {
+    let attempt = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
+    match attempt {
+        Ok(Ok(stream)) => connection(stream, addr, inbound).await,
+        Ok(Err(e)) => {
+            tracing::info!("SIP TCP connect to {addr} failed: {e}");
+            let _ = inbound.send(Inbound::Closed(addr)).await;
+        }
+        Err(_) => {
+            tracing::info!("SIP TCP connect to {addr} timed out");
+            let _ = inbound.send(Inbound::Closed(addr)).await;
         }
     }
 }

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use crate::dialog::{Dialog, DialogId};
 use crate::message::{self, HeaderName, Message, Method, StartLine};
+use crate::registrar::Registrar;
 use crate::transaction::{
-    ClientNonInvite, Key, Output as TxOutput, Reliability, ServerInvite, ServerNonInvite, Timers,
+    ClientInvite, ClientNonInvite, Key, Output as TxOutput, Reliability, ServerInvite,
+    ServerNonInvite, Timers,
 };
 
 /// How a peer is reached.
@@ -68,6 +70,59 @@ pub enum Event {
     Ended { call: CallRef },
     /// Our 2xx was never acknowledged; we sent BYE.
     NoAck { call: CallRef },
+    /// An outbound call got a provisional response (180 Ringing, 183 with early media).
+    Progress { call: CallRef, code: u16, sdp: Option<Vec<u8>> },
+    /// An outbound call was answered; we sent the ACK. `sdp` is the callee's answer.
+    Answered { call: CallRef, sdp: Vec<u8> },
+    /// An outbound call ended without an answer: the final response, or `408` when nothing
+    /// answered in time (Timer B).
+    Rejected { call: CallRef, code: u16, reason: String },
+    /// A DTMF digit signalled in the dialog (SIP INFO, `application/dtmf-relay` or
+    /// `application/dtmf`), for phones and trunks that do not send RFC 4733 events.
+    Dtmf { call: CallRef, digit: char, duration_ms: u32 },
+}
+
+impl Event {
+    /// The call the event is about.
+    pub fn call(&self) -> CallRef {
+        match self {
+            Event::Incoming { call, .. }
+            | Event::Cancelled { call }
+            | Event::HungUp { call }
+            | Event::Ended { call }
+            | Event::NoAck { call }
+            | Event::Progress { call, .. }
+            | Event::Answered { call, .. }
+            | Event::Rejected { call, .. }
+            | Event::Dtmf { call, .. } => *call,
+        }
+    }
+
+    /// Nothing more will be reported about the call after this event.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Event::Cancelled { .. }
+                | Event::HungUp { .. }
+                | Event::Ended { .. }
+                | Event::Rejected { .. }
+        )
+    }
+}
+
+/// An outbound call to place ([`UserAgent::invite`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// The Request-URI (a registered contact, or the dialled SIP URI).
+    pub uri: String,
+    /// Where the INVITE goes (the registration's source, or the URI's resolved host).
+    pub peer: Peer,
+    /// Our From URI (the caller ID presented).
+    pub from: String,
+    /// The To URI (the dialled address of record).
+    pub to: String,
+    /// Our SDP offer.
+    pub sdp: Vec<u8>,
 }
 
 /// What the shell must do.
@@ -110,8 +165,35 @@ struct OkRetransmit {
     give_up: Instant,
 }
 
+/// Which side of the call we are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    /// We received the INVITE.
+    Uas,
+    /// We sent the INVITE (a B-leg or an originated call).
+    Uac {
+        /// Branch of our INVITE (its CANCEL shares it).
+        branch: String,
+        /// The ACK of the 2xx, re-sent when the 2xx is retransmitted.
+        ack: Option<Vec<u8>>,
+        /// The application hung up before the answer.
+        cancel: Cancel,
+        /// A provisional response arrived (a CANCEL may be sent, RFC 3261 §9.1).
+        provisional: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancel {
+    No,
+    /// Wanted before any provisional response: sent when one arrives.
+    Wanted,
+    Sent,
+}
+
 #[derive(Debug)]
 struct Call {
+    role: Role,
     invite: Message,
     invite_key: Key,
     peer: Peer,
@@ -140,10 +222,58 @@ struct ServerEntry {
 }
 
 #[derive(Debug)]
+enum ClientTx {
+    /// Boxed: it holds the whole INVITE (for the ACK of non-2xx and retransmission).
+    Invite(Box<ClientInvite>),
+    NonInvite(ClientNonInvite),
+}
+
+impl ClientTx {
+    fn handle_response(&mut self, now: Instant, response: &Message) {
+        match self {
+            ClientTx::Invite(tx) => tx.handle_response(now, response),
+            ClientTx::NonInvite(tx) => tx.handle_response(now, response),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            ClientTx::Invite(tx) => tx.handle_timeout(now),
+            ClientTx::NonInvite(tx) => tx.handle_timeout(now),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            ClientTx::Invite(tx) => tx.poll_timeout(),
+            ClientTx::NonInvite(tx) => tx.poll_timeout(),
+        }
+    }
+    fn poll_output(&mut self) -> Option<TxOutput> {
+        match self {
+            ClientTx::Invite(tx) => tx.poll_output(),
+            ClientTx::NonInvite(tx) => tx.poll_output(),
+        }
+    }
+}
+
+/// Why we sent a client request: decides what its outcome means for the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Invite,
+    Bye,
+    Cancel,
+}
+
+#[derive(Debug)]
 struct ClientEntry {
-    tx: ClientNonInvite,
+    tx: ClientTx,
     peer: Peer,
     call: CallRef,
+    purpose: Purpose,
+}
+
+/// Client transactions are keyed by branch and method: a CANCEL reuses its INVITE's branch.
+fn client_key(branch: &str, method: &Method) -> String {
+    format!("{branch} {method}")
 }
 
 /// The user agent. One per listening address set; owned by the SIP task.
@@ -166,6 +296,11 @@ pub struct UserAgent {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_refs: HashMap<u64, TimerRef>,
     next_timer: u64,
+    /// REGISTER is served when a registrar is configured (405 otherwise).
+    registrar: Option<Registrar>,
+    /// Wall-clock seconds at `clock_base` (digest nonces carry Unix time).
+    clock: (Instant, u64),
+    last_purge: Option<Instant>,
 }
 
 /// What a timer entry belongs to.
@@ -176,7 +311,7 @@ enum TimerRef {
     Ok(CallRef),
 }
 
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 
 impl UserAgent {
     pub fn new(config: UaConfig) -> Self {
@@ -195,7 +330,32 @@ impl UserAgent {
             timers: BinaryHeap::new(),
             timer_refs: HashMap::new(),
             next_timer: 0,
+            registrar: None,
+            clock: (Instant::now(), 0),
+            last_purge: None,
         }
+    }
+
+    /// Serves REGISTER with `registrar` (users, digest auth, bindings).
+    pub fn set_registrar(&mut self, registrar: Registrar) {
+        self.registrar = Some(registrar);
+    }
+
+    /// Tells the core the Unix time (seconds) at `now`; later times are derived from it.
+    pub fn set_clock(&mut self, now: Instant, unix_secs: u64) {
+        self.clock = (now, unix_secs);
+    }
+
+    fn unix_time(&self, now: Instant) -> u64 {
+        self.clock.1 + now.saturating_duration_since(self.clock.0).as_secs()
+    }
+
+    /// Where a registered `user` can be reached: (contact URI, the address its REGISTER came
+    /// from), best first. Empty if not registered (or no registrar).
+    pub fn lookup(&self, now: Instant, user: &str) -> Vec<(String, Peer)> {
+        self.registrar.as_ref().map_or_else(Vec::new, |r| {
+            r.lookup(now, user).into_iter().map(|b| (b.contact, b.source)).collect()
+        })
     }
 
     pub fn stats(&self) -> Stats {
@@ -305,6 +465,7 @@ impl UserAgent {
             }
             Method::Invite => self.handle_invite(now, peer, key, request),
             Method::Bye => self.handle_bye(now, peer, key, &request),
+            Method::Info => self.handle_info(now, peer, key, &request),
             Method::Options => {
                 let extra = [
                     (HeaderName::Allow, ALLOW.to_owned()),
@@ -312,9 +473,11 @@ impl UserAgent {
                 ];
                 self.reply_in_tx(now, peer, key, &request, 200, "OK", &extra);
             }
+            Method::Register if self.registrar.is_some() => {
+                self.handle_register(now, peer, key, &request)
+            }
             Method::Register
             | Method::Refer
-            | Method::Info
             | Method::Update
             | Method::Notify
             | Method::Subscribe
@@ -387,6 +550,7 @@ impl UserAgent {
         self.calls.insert(
             call,
             Call {
+                role: Role::Uas,
                 invite: request.clone(),
                 invite_key: key,
                 peer,
@@ -522,17 +686,260 @@ impl UserAgent {
             self.stats.dropped += 1;
             return;
         };
-        let Some(entry) = self.client.get_mut(branch) else {
+        let key = client_key(branch, &response.cseq.method);
+        let Some(entry) = self.client.get_mut(&key) else {
             // Not ours (or a late retransmission after termination): RFC 3261 §18.1.2.
             self.stats.dropped += 1;
             return;
         };
         entry.tx.handle_response(now, response);
-        let branch = branch.to_owned();
-        self.drain_client(&branch);
+        let (purpose, call) = (entry.purpose, entry.call);
+        if purpose == Purpose::Invite {
+            self.handle_invite_response(now, call, response);
+        }
+        self.drain_client(&key);
+    }
+
+    /// What a response to our INVITE means for the call (the transaction has seen it and
+    /// ACKs non-2xx finals itself; the 2xx is ACKed here, end to end).
+    fn handle_invite_response(&mut self, now: Instant, call: CallRef, response: &Message) {
+        let Some(code) = response.status() else { return };
+        let ack_branch = if (200..300).contains(&code) { self.fresh("a") } else { String::new() };
+        let advertised = self.config.advertised;
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Role::Uac { ack, cancel, provisional, .. } = &mut c.role else { return };
+        match code {
+            100..=199 => {
+                *provisional = true;
+                if *cancel == Cancel::Wanted {
+                    self.send_cancel(now, call);
+                } else if code > 100 && c.phase == CallPhase::Offered {
+                    let sdp = (!response.body.is_empty()).then(|| response.body.clone());
+                    self.out.push_back(Output::Event(Event::Progress { call, code, sdp }));
+                }
+            }
+            200..=299 => {
+                if let Some(bytes) = ack.clone() {
+                    // A retransmitted 2xx: our ACK was lost.
+                    let peer = c.peer;
+                    return self.transmit(peer, bytes);
+                }
+                let Ok(mut dialog) = Dialog::uac(&c.invite, response) else { return };
+                let via = format!(
+                    "SIP/2.0/{} {advertised};branch=z9hG4bK{ack_branch};rport",
+                    c.peer.transport.name()
+                );
+                let contact = format!("sip:{advertised}");
+                let seq = c.invite.cseq.seq;
+                let bytes = dialog.request(Method::Ack, &via, &contact, &[], None, Some(seq));
+                *ack = Some(bytes.clone());
+                // The answer crossed our CANCEL (or the call was given up): end it at once.
+                let gave_up = *cancel != Cancel::No || c.phase != CallPhase::Offered;
+                let peer = c.peer;
+                self.dialogs.insert(dialog.id.clone(), call);
+                c.dialog = Some(dialog);
+                c.phase = CallPhase::Answered;
+                self.transmit(peer, bytes);
+                if gave_up {
+                    self.send_bye(now, call);
+                } else {
+                    let sdp = response.body.clone();
+                    self.out.push_back(Output::Event(Event::Answered { call, sdp }));
+                }
+            }
+            _ => {
+                if c.phase != CallPhase::Ended {
+                    c.phase = CallPhase::Ended;
+                    let reason = response_reason(response);
+                    self.out.push_back(Output::Event(Event::Rejected { call, code, reason }));
+                }
+            }
+        }
+    }
+
+    fn handle_register(&mut self, now: Instant, peer: Peer, key: Key, request: &Message) {
+        let unix = self.unix_time(now);
+        let Some(registrar) = self.registrar.as_mut() else { return };
+        // Expired bindings are dropped now and then, not on every REGISTER.
+        if self
+            .last_purge
+            .is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(30))
+        {
+            registrar.expire(now);
+            self.last_purge = Some(now);
+        }
+        let reply = registrar.handle(now, unix, request, peer);
+        self.reply_in_tx(now, peer, key, request, reply.code, &reply.reason, &reply.headers);
+    }
+
+    /// In-dialog INFO: DTMF relay (RFC 2976 usage by phones and trunks) becomes a [`Event::Dtmf`].
+    fn handle_info(&mut self, now: Instant, peer: Peer, key: Key, request: &Message) {
+        let Some(call) = self.in_dialog(now, peer, &key, request) else { return };
+        let content_type = request
+            .header_values(&HeaderName::ContentType)
+            .next()
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&request.body);
+        let dtmf = match content_type.as_str() {
+            _ if request.body.is_empty() => None,
+            "application/dtmf-relay" => Some(parse_dtmf_relay(&body)),
+            "application/dtmf" => {
+                Some(body.trim().chars().next().filter(|c| is_dtmf(*c)).map(|d| (d, 0)))
+            }
+            _ => {
+                let accept = (
+                    HeaderName::Other("Accept".into()),
+                    "application/dtmf-relay, application/dtmf".to_owned(),
+                );
+                return self.reply_in_tx(
+                    now,
+                    peer,
+                    key,
+                    request,
+                    415,
+                    "Unsupported Media Type",
+                    &[accept],
+                );
+            }
+        };
+        match dtmf {
+            Some(None) => {
+                self.reply_in_tx(now, peer, key, request, 400, "Invalid DTMF Signal", &[])
+            }
+            Some(Some((digit, duration_ms))) => {
+                self.reply_in_tx(now, peer, key, request, 200, "OK", &[]);
+                self.out.push_back(Output::Event(Event::Dtmf { call, digit, duration_ms }));
+            }
+            // An empty INFO is a keep-alive probe.
+            None => self.reply_in_tx(now, peer, key, request, 200, "OK", &[]),
+        }
     }
 
     // --- commands ----------------------------------------------------------------------------
+
+    /// Places an outbound call (a B-leg, or a call originated by the API): sends the INVITE
+    /// in a client transaction. Progress, answer or failure arrive as events for the
+    /// returned call; [`hangup`](Self::hangup) cancels it while it rings.
+    pub fn invite(&mut self, now: Instant, out: Outbound) -> Option<CallRef> {
+        let advertised = self.config.advertised;
+        let branch = format!("z9hG4bK{}", self.fresh("i"));
+        let tag = self.fresh("vx");
+        let call_id = format!("{}@{}", self.fresh("c"), advertised.ip());
+        let transport = out.peer.transport;
+        let contact = match transport {
+            Transport::Udp => format!("<sip:{advertised}>"),
+            Transport::Tcp => format!("<sip:{advertised};transport=tcp>"),
+        };
+        let mut text = format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/{t} {advertised};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <{from}>;tag={tag}\r\nTo: <{to}>\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\nContact: {contact}\r\nAllow: {ALLOW}\r\nUser-Agent: {product}\r\n",
+            uri = out.uri,
+            t = transport.name(),
+            from = out.from,
+            to = out.to,
+            product = self.config.product,
+        );
+        if out.sdp.is_empty() {
+            text.push_str("Content-Length: 0\r\n\r\n");
+        } else {
+            text.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
+                out.sdp.len()
+            ));
+        }
+        let mut bytes = text.into_bytes();
+        bytes.extend_from_slice(&out.sdp);
+        // A URI or caller ID that does not make a valid INVITE is refused here.
+        let invite = message::parse(&bytes).ok()?;
+        let invite_key = Key::of(&invite)?;
+        self.next_id += 1;
+        let call = CallRef(self.next_id);
+        let tx =
+            ClientInvite::new(now, invite.clone(), transport.reliability(), self.config.timers);
+        self.calls.insert(
+            call,
+            Call {
+                role: Role::Uac {
+                    branch: branch.clone(),
+                    ack: None,
+                    cancel: Cancel::No,
+                    provisional: false,
+                },
+                invite,
+                invite_key,
+                peer: out.peer,
+                local_tag: tag,
+                phase: CallPhase::Offered,
+                dialog: None,
+                ok: None,
+                local_sdp: out.sdp,
+                bye_pending: false,
+                client_txs: 0,
+            },
+        );
+        let entry = ClientEntry {
+            tx: ClientTx::Invite(Box::new(tx)),
+            peer: out.peer,
+            call,
+            purpose: Purpose::Invite,
+        };
+        self.start_client(client_key(&branch, &Method::Invite), entry);
+        Some(call)
+    }
+
+    /// Gives up an outbound call that has not been answered: CANCEL once the callee has
+    /// sent a provisional response (RFC 3261 §9.1), otherwise as soon as one arrives.
+    fn cancel(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Role::Uac { cancel, provisional, .. } = &mut c.role else { return };
+        if *cancel != Cancel::No {
+            return;
+        }
+        if *provisional {
+            self.send_cancel(now, call);
+        } else {
+            *cancel = Cancel::Wanted;
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Role::Uac { branch, cancel, .. } = &mut c.role else { return };
+        *cancel = Cancel::Sent;
+        let branch = branch.clone();
+        // §9.1: same Request-URI, Call-ID, From, To (no tag), CSeq number and top Via.
+        let invite = &c.invite;
+        let uri = match &invite.start {
+            StartLine::Request { uri, .. } => uri.clone(),
+            StartLine::Response { .. } => return,
+        };
+        let mut text = format!("CANCEL {uri} SIP/2.0\r\n");
+        if let Some(via) = invite.header_values(&HeaderName::Via).next() {
+            text.push_str(&format!("Via: {via}\r\n"));
+        }
+        for route in invite.header_values(&HeaderName::Route) {
+            text.push_str(&format!("Route: {route}\r\n"));
+        }
+        let header =
+            |name: HeaderName| invite.header_values(&name).next().unwrap_or_default().to_owned();
+        text.push_str(&format!(
+            "Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} CANCEL\r\n\
+             Content-Length: 0\r\n\r\n",
+            header(HeaderName::From),
+            header(HeaderName::To),
+            invite.call_id,
+            invite.cseq.seq
+        ));
+        let peer = c.peer;
+        let Ok(request) = message::parse(text.as_bytes()) else { return };
+        let tx =
+            ClientNonInvite::new(now, &request, peer.transport.reliability(), self.config.timers);
+        let entry =
+            ClientEntry { tx: ClientTx::NonInvite(tx), peer, call, purpose: Purpose::Cancel };
+        self.start_client(client_key(&branch, &Method::Cancel), entry);
+    }
 
     /// Sends `180 Ringing` (or `183` with early media when `sdp` is given).
     pub fn ring(&mut self, now: Instant, call: CallRef, sdp: Option<&[u8]>) {
@@ -598,7 +1005,11 @@ impl UserAgent {
 
     /// Refuses an unanswered call with a final response (4xx-6xx).
     pub fn reject(&mut self, now: Instant, call: CallRef, code: u16, reason: &str) -> bool {
-        if !self.calls.get(&call).is_some_and(|c| c.phase == CallPhase::Offered) {
+        if !self
+            .calls
+            .get(&call)
+            .is_some_and(|c| c.phase == CallPhase::Offered && c.role == Role::Uas)
+        {
             return false;
         }
         self.final_response(now, call, code, reason);
@@ -608,8 +1019,13 @@ impl UserAgent {
 
     /// Ends the call: BYE if answered, `603 Decline` if not. Idempotent.
     pub fn hangup(&mut self, now: Instant, call: CallRef) {
-        let Some(phase) = self.calls.get(&call).map(|c| c.phase) else { return };
+        let Some((phase, uac)) =
+            self.calls.get(&call).map(|c| (c.phase, matches!(c.role, Role::Uac { .. })))
+        else {
+            return;
+        };
         match phase {
+            CallPhase::Offered if uac => self.cancel(now, call),
             CallPhase::Offered => {
                 self.reject(now, call, 603, "Decline");
             }
@@ -651,11 +1067,10 @@ impl UserAgent {
                     peer.transport.reliability(),
                     self.config.timers,
                 );
-                self.client.insert(branch.clone(), ClientEntry { tx, peer, call });
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.client_txs += 1;
-                }
-                self.drain_client(&branch);
+                let key = client_key(&branch, &Method::Bye);
+                let entry =
+                    ClientEntry { tx: ClientTx::NonInvite(tx), peer, call, purpose: Purpose::Bye };
+                self.start_client(key, entry);
             }
             // Our own request always parses; if it ever did not, end the call locally.
             Err(_) => self.out.push_back(Output::Event(Event::Ended { call })),
@@ -794,16 +1209,29 @@ impl UserAgent {
         }
     }
 
+    fn start_client(&mut self, key: String, entry: ClientEntry) {
+        let call = entry.call;
+        self.client.insert(key.clone(), entry);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.client_txs += 1;
+        }
+        self.drain_client(&key);
+    }
+
     fn drain_client(&mut self, branch: &str) {
         let Some(entry) = self.client.get_mut(branch) else { return };
-        let (peer, call) = (entry.peer, entry.call);
+        let (peer, call, purpose) = (entry.peer, entry.call, entry.purpose);
         let mut outputs = Vec::new();
         let mut done = false;
+        let mut timed_out = false;
         while let Some(o) = entry.tx.poll_output() {
             match o {
                 TxOutput::Transmit(bytes) => outputs.push(bytes),
                 TxOutput::Response(code) if code >= 200 => done = true,
-                TxOutput::Timeout => done = true,
+                TxOutput::Timeout => {
+                    done = true;
+                    timed_out = true;
+                }
                 TxOutput::Terminated => {
                     self.client.remove(branch);
                     break;
@@ -814,8 +1242,19 @@ impl UserAgent {
         for bytes in outputs {
             self.transmit(peer, bytes);
         }
-        if done {
-            self.out.push_back(Output::Event(Event::Ended { call }));
+        match purpose {
+            Purpose::Bye if done => self.out.push_back(Output::Event(Event::Ended { call })),
+            // Nobody answered our INVITE at all (Timer B): the call failed with a 408.
+            Purpose::Invite if timed_out => {
+                if let Some(c) = self.calls.get_mut(&call)
+                    && c.phase != CallPhase::Ended
+                {
+                    c.phase = CallPhase::Ended;
+                    let (code, reason) = (408, "Request Timeout".to_owned());
+                    self.out.push_back(Output::Event(Event::Rejected { call, code, reason }));
+                }
+            }
+            _ => {}
         }
         match self.client.get(branch).map(|e| e.tx.poll_timeout()) {
             Some(Some(at)) => self.schedule(at, TimerRef::Client(branch.to_owned())),
@@ -880,6 +1319,44 @@ fn random_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0x766f_7869_6465);
     h.finish() & 0xffff_ffff
+}
+
+/// The reason phrase of a response.
+fn response_reason(response: &Message) -> String {
+    match &response.start {
+        StartLine::Response { reason, .. } => reason.clone(),
+        StartLine::Request { .. } => String::new(),
+    }
+}
+
+fn is_dtmf(c: char) -> bool {
+    matches!(c, '0'..='9' | '*' | '#' | 'A'..='D')
+}
+
+/// `application/dtmf-relay` bodies: `Signal=5\r\nDuration=160`. `None` without a valid
+/// signal; the duration defaults to 0 when absent. `Signal=10`/`11` are `*`/`#` (Cisco).
+fn parse_dtmf_relay(body: &str) -> Option<(char, u32)> {
+    let mut digit = None;
+    let mut duration = 0;
+    for line in body.lines() {
+        let Some((name, value)) = line.split_once('=') else { continue };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "signal" => {
+                digit = match value {
+                    "10" => Some('*'),
+                    "11" => Some('#'),
+                    v if v.chars().count() == 1 => {
+                        v.chars().next().map(|c| c.to_ascii_uppercase()).filter(|c| is_dtmf(*c))
+                    }
+                    _ => None,
+                }
+            }
+            "duration" => duration = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    digit.map(|d| (d, duration))
 }
 
 fn server_timeout(tx: &ServerTx) -> Option<Instant> {

@@ -413,3 +413,225 @@ fn finished_calls_are_forgotten_and_the_timer_heap_drains() {
     assert!(ua.server.is_empty() && ua.client.is_empty());
     assert!(ua.timer_refs.is_empty());
 }
+
+// --- outbound calls (UAC) ------------------------------------------------------------------
+
+fn dial(ua: &mut UserAgent, t0: Instant) -> (CallRef, Message) {
+    let out = Outbound {
+        uri: "sip:sales@198.51.100.7:5070".into(),
+        peer: peer(),
+        from: "sip:+15550100@192.0.2.1".into(),
+        to: "sip:sales@198.51.100.7".into(),
+        sdp: b"v=0\r\n".to_vec(),
+    };
+    let call = ua.invite(t0, out).expect("a valid INVITE");
+    let (sent, events) = drain(ua);
+    assert!(events.is_empty());
+    let [invite] = sent.as_slice() else { panic!("{sent:?}") };
+    assert_eq!(invite.method(), Some(&Method::Invite));
+    assert_eq!(invite.body, b"v=0\r\n");
+    (call, invite.clone())
+}
+
+/// The callee's response to our `invite` (with its To tag unless 100).
+fn reply(invite: &Message, code: u16, reason: &str, body: &str) -> Vec<u8> {
+    let h = |n: HeaderName| invite.header_values(&n).next().unwrap().to_owned();
+    let tag = if code > 100 { ";tag=callee" } else { "" };
+    let cseq = h(HeaderName::CSeq);
+    format!(
+        "SIP/2.0 {code} {reason}\r\nVia: {}\r\nFrom: {}\r\nTo: {}{tag}\r\nCall-ID: {}\r\n\
+         CSeq: {cseq}\r\nContact: <sip:sales@198.51.100.7:5070>\r\nContent-Length: {}\r\n\r\n{body}",
+        h(HeaderName::Via),
+        h(HeaderName::From),
+        h(HeaderName::To),
+        invite.call_id,
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn outbound_call_rings_is_answered_acked_and_hung_up() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let (call, invite) = dial(&mut ua, t0);
+    // Timer A: the INVITE is retransmitted after T1 until a provisional response.
+    ua.handle_timeout(t0 + Duration::from_millis(500));
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(sent.len(), 1, "retransmitted INVITE");
+    ua.handle_input(t0, peer(), &reply(&invite, 180, "Ringing", ""));
+    let (sent, events) = drain(&mut ua);
+    assert!(sent.is_empty());
+    assert_eq!(events, [Event::Progress { call, code: 180, sdp: None }]);
+    ua.handle_input(t0, peer(), &reply(&invite, 200, "OK", "v=1"));
+    let (sent, events) = drain(&mut ua);
+    let [ack] = sent.as_slice() else { panic!("{sent:?}") };
+    assert_eq!(ack.method(), Some(&Method::Ack));
+    assert_eq!(ack.cseq.seq, invite.cseq.seq, "the ACK of a 2xx keeps the INVITE's CSeq");
+    assert_eq!(ack.to.tag(), Some("callee"));
+    assert_eq!(events, [Event::Answered { call, sdp: b"v=1".to_vec() }]);
+    // A retransmitted 200 (our ACK was lost) is ACKed again, without a second event.
+    ua.handle_input(t0, peer(), &reply(&invite, 200, "OK", "v=1"));
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].method(), Some(&Method::Ack));
+    assert!(events.is_empty());
+    // We hang up: BYE in the dialog, Ended once it is answered.
+    ua.hangup(t0, call);
+    let (sent, _) = drain(&mut ua);
+    let [bye] = sent.as_slice() else { panic!("{sent:?}") };
+    assert_eq!(bye.method(), Some(&Method::Bye));
+    assert_eq!(bye.to.tag(), Some("callee"));
+    ua.handle_input(t0, peer(), &reply(bye, 200, "OK", ""));
+    let (_, events) = drain(&mut ua);
+    assert_eq!(events, [Event::Ended { call }]);
+}
+
+#[test]
+fn outbound_call_ended_by_the_callee_bye() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let (call, invite) = dial(&mut ua, t0);
+    ua.handle_input(t0, peer(), &reply(&invite, 200, "OK", ""));
+    drain(&mut ua);
+    let from_tag = invite.from.tag().unwrap();
+    let bye = format!(
+        "BYE sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bKcb\r\n\
+         From: <sip:sales@198.51.100.7>;tag=callee\r\nTo: <sip:sales@198.51.100.7>;tag={from_tag}\r\n\
+         Call-ID: {}\r\nCSeq: 7 BYE\r\nContent-Length: 0\r\n\r\n",
+        invite.call_id
+    );
+    ua.handle_input(t0, peer(), bye.as_bytes());
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(codes(&sent), [200]);
+    assert_eq!(events, [Event::HungUp { call }]);
+}
+
+#[test]
+fn outbound_call_busy_is_rejected_and_acked_by_the_transaction() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let (call, invite) = dial(&mut ua, t0);
+    ua.handle_input(t0, peer(), &reply(&invite, 486, "Busy Here", ""));
+    let (sent, events) = drain(&mut ua);
+    let [ack] = sent.as_slice() else { panic!("{sent:?}") };
+    assert_eq!(ack.method(), Some(&Method::Ack));
+    assert_eq!(events, [Event::Rejected { call, code: 486, reason: "Busy Here".into() }]);
+}
+
+#[test]
+fn outbound_call_nobody_answers_timer_b_gives_408() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let (call, _) = dial(&mut ua, t0);
+    let mut t = t0;
+    let mut events = Vec::new();
+    while t < t0 + Duration::from_secs(40) {
+        t += Duration::from_millis(100);
+        ua.handle_timeout(t);
+        events.extend(drain(&mut ua).1);
+    }
+    assert_eq!(events, [Event::Rejected { call, code: 408, reason: "Request Timeout".into() }]);
+    assert_eq!(ua.active_calls(), 0);
+}
+
+#[test]
+fn hangup_before_any_provisional_sends_cancel_once_one_arrives() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let (call, invite) = dial(&mut ua, t0);
+    ua.hangup(t0, call);
+    assert!(drain(&mut ua).0.is_empty(), "no CANCEL before a provisional response (§9.1)");
+    ua.handle_input(t0, peer(), &reply(&invite, 100, "Trying", ""));
+    let (sent, events) = drain(&mut ua);
+    let [cancel] = sent.as_slice() else { panic!("{sent:?}") };
+    assert_eq!(cancel.method(), Some(&Method::Cancel));
+    assert_eq!(cancel.via[0].branch(), invite.via[0].branch(), "same branch as the INVITE");
+    assert_eq!(cancel.cseq.seq, invite.cseq.seq);
+    assert!(events.is_empty());
+    // 200 to the CANCEL, then 487 to the INVITE (ACKed by the transaction).
+    ua.handle_input(t0, peer(), &reply(cancel, 200, "OK", ""));
+    ua.handle_input(t0, peer(), &reply(&invite, 487, "Request Terminated", ""));
+    let (sent, events) = drain(&mut ua);
+    assert_eq!(sent.iter().filter(|m| m.method() == Some(&Method::Ack)).count(), 1);
+    assert_eq!(events, [Event::Rejected { call, code: 487, reason: "Request Terminated".into() }]);
+}
+
+#[test]
+fn an_answer_crossing_our_cancel_is_acked_and_hung_up() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let (call, invite) = dial(&mut ua, t0);
+    ua.handle_input(t0, peer(), &reply(&invite, 180, "Ringing", ""));
+    drain(&mut ua);
+    ua.hangup(t0, call);
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(sent[0].method(), Some(&Method::Cancel));
+    ua.handle_input(t0, peer(), &reply(&invite, 200, "OK", ""));
+    let (sent, events) = drain(&mut ua);
+    let methods: Vec<_> = sent.iter().filter_map(|m| m.method().cloned()).collect();
+    assert_eq!(methods, [Method::Ack, Method::Bye]);
+    assert!(events.is_empty(), "the application gave the call up: no Answered");
+}
+
+#[test]
+fn info_dtmf_relay_becomes_digits_and_other_bodies_are_refused() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let call = incoming(&mut ua, t0, "1");
+    assert!(ua.answer(t0, call, b"v=0\r\n"));
+    let (sent, _) = drain(&mut ua);
+    let tag = sent[0].to.tag().unwrap().to_owned();
+    let info = |cseq: u32, ct: &str, body: &str| {
+        format!(
+            "INFO sip:hello@192.0.2.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bKinfo{cseq}\r\n\
+             From: <sip:sipp@198.51.100.7>;tag=caller\r\nTo: <sip:hello@192.0.2.1>;tag={tag}\r\n\
+             Call-ID: call-1\r\nCSeq: {cseq} INFO\r\nContent-Type: {ct}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut got = Vec::new();
+    for (cseq, ct, body, code) in [
+        (2, "application/dtmf-relay", "Signal=5\r\nDuration=160\r\n", 200),
+        (3, "application/dtmf-relay", "Signal=11\r\n", 200),
+        (4, "application/dtmf", "*", 200),
+        (5, "application/dtmf-relay", "Signal=Z\r\n", 400),
+        (6, "text/plain", "hello", 415),
+    ] {
+        ua.handle_input(t0, peer(), info(cseq, ct, body).as_bytes());
+        let (sent, events) = drain(&mut ua);
+        assert_eq!(codes(&sent), [code], "{body:?}");
+        got.extend(events);
+    }
+    assert_eq!(
+        got,
+        [
+            Event::Dtmf { call, digit: '5', duration_ms: 160 },
+            Event::Dtmf { call, digit: '#', duration_ms: 0 },
+            Event::Dtmf { call, digit: '*', duration_ms: 0 },
+        ]
+    );
+}
+
+#[test]
+fn register_without_a_registrar_is_405_and_with_one_is_challenged() {
+    let t0 = Instant::now();
+    let register = "REGISTER sip:192.0.2.1 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bKreg1\r\n\
+        From: <sip:alice@192.0.2.1>;tag=a\r\nTo: <sip:alice@192.0.2.1>\r\n\
+        Call-ID: reg-1\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@198.51.100.7:5070>\r\n\
+        Content-Length: 0\r\n\r\n";
+    let mut plain = ua();
+    plain.handle_input(t0, peer(), register.as_bytes());
+    assert_eq!(codes(&drain(&mut plain).0), [405]);
+    let mut ua = ua();
+    let users = [("alice".to_owned(), "wonderland".to_owned())];
+    ua.set_registrar(Registrar::new(Default::default(), users, b"secret"));
+    ua.handle_input(t0, peer(), register.as_bytes());
+    let (sent, _) = drain(&mut ua);
+    assert_eq!(codes(&sent), [401]);
+    assert_eq!(sent[0].header_values(&HeaderName::WwwAuthenticate).count(), 2);
+    assert!(ua.lookup(t0, "alice").is_empty());
+}
