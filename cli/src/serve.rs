@@ -15,6 +15,8 @@ use voxide_runtime::builder::{self, BuildOptions};
 use voxide_runtime::calls::{self, Route, Router};
 use voxide_runtime::flows::{FlowEngine, FlowEngineConfig};
 use voxide_runtime::kv::MemoryKv;
+use voxide_sip::auth::Algorithm;
+use voxide_sip::registrar::{Registrar, RegistrarConfig};
 use voxide_sip::shell::{Command, Listen, SipHandle, SipServer};
 use voxide_sip::transaction::Timers;
 use voxide_sip::ua::UaConfig;
@@ -62,11 +64,35 @@ struct SipConfig {
     udp: bool,
     #[serde(default = "default_true")]
     tcp: bool,
+    /// Digest realm of the registrar (default "voxide").
+    realm: Option<String>,
+    /// Users that may REGISTER (digest auth, MD5 or SHA-256). None: REGISTER gets 405.
+    #[serde(default)]
+    users: Vec<SipUser>,
+    /// Digest algorithms offered, in order (default ["SHA-256", "MD5"]; clients that only
+    /// read the first challenge, like sipp, need "MD5" first).
+    digest_algorithms: Option<Vec<String>>,
+}
+
+/// A SIP account: `[[sip.users]] user = "alice" password = "…"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipUser {
+    user: String,
+    password: String,
 }
 
 impl Default for SipConfig {
     fn default() -> Self {
-        SipConfig { listen: default_listen(), advertise: None, udp: true, tcp: true }
+        SipConfig {
+            listen: default_listen(),
+            advertise: None,
+            udp: true,
+            tcp: true,
+            realm: None,
+            users: Vec::new(),
+            digest_algorithms: None,
+        }
     }
 }
 
@@ -174,6 +200,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding SIP {tcp}"))?;
     }
+    if !config.sip.users.is_empty() {
+        let realm = config.sip.realm.clone().unwrap_or_else(|| "voxide".into());
+        println!("registrar: {} user(s), realm {realm:?}", config.sip.users.len());
+        let users = config.sip.users.iter().map(|u| (u.user.clone(), u.password.clone()));
+        let mut registrar_config = RegistrarConfig { realm, ..RegistrarConfig::default() };
+        if let Some(names) = &config.sip.digest_algorithms {
+            registrar_config.algorithms = names
+                .iter()
+                .map(|n| {
+                    Algorithm::parse(n).with_context(|| {
+                        format!("sip.digest_algorithms: unknown {n:?} (MD5, SHA-256)")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            if registrar_config.algorithms.is_empty() {
+                bail!("sip.digest_algorithms is empty");
+            }
+        }
+        server = server.with_registrar(Registrar::new(registrar_config, users, &nonce_secret()?));
+    }
     if let Some(a) = server.udp_addr() {
         println!("SIP listening on udp {a}");
     }
@@ -187,7 +233,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sip.clone(),
         events,
         MemoryKv::default(),
-        advertise_ip,
+        SocketAddr::new(advertise_ip, port),
     ));
     tokio::select! {
         _ = shutdown_signal() => {}
@@ -237,6 +283,16 @@ async fn shutdown(sip: &SipHandle, drain: Duration) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!("stopped");
+}
+
+/// A fresh secret for digest nonces: nonces from before a restart are re-challenged.
+fn nonce_secret() -> anyhow::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .context("reading /dev/urandom for the nonce secret")?;
+    Ok(secret)
 }
 
 fn ua_config(listen: SocketAddr, advertise: IpAddr) -> UaConfig {

@@ -33,13 +33,18 @@ fn serve() -> Server {
 }
 
 fn serve_with(extra: &[&str]) -> Server {
+    serve_config("", extra)
+}
+
+/// `vox serve` with routes `hello` and `ivr*` plus `more` config (TOML appended).
+fn serve_config(more: &str, extra: &[&str]) -> Server {
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("voxide.toml");
     let flows = repo().join("sample-flows");
     std::fs::write(
         &config,
         format!(
-            "[[routes]]\nmatch = \"hello\"\nflow = {:?}\n\n[[routes]]\nmatch = \"ivr*\"\nflow = {:?}\n",
+            "[[routes]]\nmatch = \"hello\"\nflow = {:?}\n\n[[routes]]\nmatch = \"ivr*\"\nflow = {:?}\n\n{more}",
             flows.join("hello"),
             flows.join("ivr-menu")
         ),
@@ -105,20 +110,63 @@ fn free_port() -> u16 {
 
 /// Runs one sipp call with `scenario` to `service`; returns sipp's exit status and output.
 fn sipp(server: &Server, scenario: &str, service: &str, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["-s", service];
+    args.extend_from_slice(extra);
+    run_sipp(scenario, free_port(), Some(server.addr), 20, &args)
+}
+
+/// Runs sipp with `scenario` from local UDP `port` for one call, as a client of `target` or,
+/// without one, as the server side (a phone waiting for Voxide's INVITE). Gives up after
+/// `timeout_s`. Returns whether the scenario passed, and sipp's output with its error log.
+fn run_sipp(
+    scenario: &str,
+    port: u16,
+    target: Option<SocketAddr>,
+    timeout_s: u32,
+    extra: &[&str],
+) -> (bool, String) {
     let scenario = repo().join("cli/tests/sipp").join(scenario);
-    let out = Command::new("sipp")
+    let logs = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("sipp");
+    cmd.current_dir(logs.path())
         .arg("-sf")
         .arg(&scenario)
-        .args(["-s", service, "-m", "1", "-l", "1", "-i", "127.0.0.1", "-p"])
-        .arg(free_port().to_string())
-        .args(["-timeout", "20", "-timeout_error", "-nostdin"])
-        .args(extra)
-        .arg(server.addr.to_string())
+        .args(["-m", "1", "-l", "1", "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-timeout", &timeout_s.to_string(), "-timeout_error", "-nostdin", "-trace_err"])
+        .args(extra);
+    if let Some(target) = target {
+        cmd.arg(target.to_string());
+    }
+    let out = cmd
         .output()
         .expect("sipp is not installed: run scripts/test.sh, which installs Debian's sip-tester");
-    let text =
+    let mut text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for entry in std::fs::read_dir(logs.path()).unwrap().flatten() {
+        text += &std::fs::read_to_string(entry.path()).unwrap_or_default();
+    }
     (out.status.success(), text)
+}
+
+/// A phone (sipp) on `port` playing `scenario`, and a caller (sipp) calling `service` with
+/// `caller` scenario once the phone listens; both must pass.
+fn call_phone(
+    server: &Server,
+    phone: &str,
+    port: u16,
+    caller: &str,
+    service: &str,
+    caller_extra: &[&str],
+) {
+    let phone = phone.to_owned();
+    let answering = std::thread::spawn(move || run_sipp(&phone, port, None, 60, &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut args = vec!["-s", service];
+    args.extend_from_slice(caller_extra);
+    let (ok, out) = run_sipp(caller, free_port(), Some(server.addr), 60, &args);
+    let (phone_ok, phone_out) = answering.join().unwrap();
+    assert!(ok, "caller ({caller} to {service}) failed:\n{out}\nphone:\n{phone_out}");
+    assert!(phone_ok, "phone failed:\n{phone_out}");
 }
 
 #[test]
@@ -276,4 +324,112 @@ fn torture_messages_over_tcp_get_the_rfc_answers_and_the_server_keeps_serving() 
     check("TCP", &answered);
     let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "hello", &["-t", "t1"]);
     assert!(ok, "server stopped serving TCP after the torture messages:\n{out}");
+}
+
+#[test]
+fn ivr_menu_dial_branch_reaches_the_sales_phone_answered_busy_and_no_answer() {
+    // One sales phone per case; the caller presses 1 (SIP INFO) to reach sales.
+    let cases = [
+        ("uas-answer-then-bye.xml", "answered"),
+        ("uas-busy.xml", "busy"),
+        ("uas-ring-until-cancel.xml", "no-answer"),
+    ];
+    let ports: Vec<u16> = cases.iter().map(|_| free_port()).collect();
+    let mut config = String::new();
+    for ((_, name), port) in cases.iter().zip(&ports) {
+        config += &format!(
+            "[[routes]]\nmatch = \"sales-{name}\"\nflow = {:?}\n\
+             vars = {{ sales = \"sip:sales@127.0.0.1:{port}\", sales_ring_ms = \"2000\" }}\n\n",
+            repo().join("sample-flows/ivr-menu")
+        );
+    }
+    let server = serve_config(&config, &[]);
+    std::thread::scope(|scope| {
+        for ((phone, name), port) in cases.iter().zip(&ports) {
+            let server = &server;
+            scope.spawn(move || {
+                // answered: bridged until the phone hangs up, then the flow hangs up the
+                // caller; busy (486, ACKed) and no answer (CANCEL after 2 s, 487 ACKed): the
+                // flow falls back to voicemail and ends the call.
+                let service = format!("sales-{name}");
+                call_phone(
+                    server,
+                    phone,
+                    *port,
+                    "uac-press-digit.xml",
+                    &service,
+                    &["-key", "digit", "1"],
+                );
+            });
+        }
+    });
+}
+
+const ALICE: &str = "[sip]\n\
+    digest_algorithms = [\"MD5\", \"SHA-256\"]  # sipp reads only the first challenge\n\
+    [[sip.users]]\nuser = \"alice\"\npassword = \"wonderland\"\n";
+
+#[test]
+fn register_with_digest_then_calls_to_the_registered_user_ring_her_phone() {
+    let server = serve_config(ALICE, &[]);
+    let phone = free_port();
+    // A wrong password is refused (the scenario expects 200, so sipp fails) …
+    let (ok, _) = run_sipp(
+        "uac-register.xml",
+        phone,
+        Some(server.addr),
+        10,
+        &["-s", "alice", "-au", "alice", "-ap", "wrong"],
+    );
+    assert!(!ok, "a wrong password registered");
+    // … the right one registers the phone's address.
+    let (ok, out) = run_sipp(
+        "uac-register.xml",
+        phone,
+        Some(server.addr),
+        10,
+        &["-s", "alice", "-au", "alice", "-ap", "wonderland"],
+    );
+    assert!(ok, "REGISTER with digest auth failed:\n{out}");
+    // A call to alice rings her phone, is bridged, and ends when she hangs up.
+    call_phone(&server, "uas-answer-then-bye.xml", phone, "uac-flow-hangs-up.xml", "alice", &[]);
+    // The caller gives up while her phone rings: the CANCEL reaches her phone too.
+    call_phone(
+        &server,
+        "uas-ring-until-cancel.xml",
+        phone,
+        "uac-cancel-while-ringing.xml",
+        "alice",
+        &[],
+    );
+}
+
+#[test]
+fn calls_complete_over_udp_with_ten_percent_packet_loss() {
+    let server = serve();
+    let logs = tempfile::tempdir().unwrap();
+    let scenario = repo().join("cli/tests/sipp/uac-flow-hangs-up.xml");
+    // sipp drops 10% of the messages it sends and receives: both sides must retransmit.
+    let status = Command::new("sipp")
+        .current_dir(logs.path())
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-s", "hello", "-m", "30", "-l", "10", "-r", "10", "-lost", "10"])
+        .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
+        .args(["-timeout", "120", "-timeout_error", "-nostdin", "-trace_stat", "-stf", "stat.csv"])
+        .arg(server.addr.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let stats = std::fs::read_to_string(logs.path().join("stat.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = stats.lines().map(|l| l.split(';').collect()).collect();
+    let get = |name: &str| -> u64 {
+        let col = rows[0].iter().position(|h| *h == name).unwrap();
+        rows.last().unwrap()[col].parse().unwrap()
+    };
+    assert_eq!(get("SuccessfulCall(C)"), 30, "{stats}");
+    assert_eq!(get("FailedCall(C)"), 0);
+    assert!(get("Retransmissions(C)") > 0, "no message was lost: the test proved nothing");
+    assert!(status.success());
 }

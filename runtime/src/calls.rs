@@ -4,13 +4,18 @@
 //! Request-URI user, and runs the flow in a task of its own against a [`SipCall`] — the
 //! [`CallControl`] implementation for real SIP calls. Unknown numbers get `404`.
 //!
+//! `dial` is a B2BUA: it INVITEs every target at once (a registered user's contacts, or SIP
+//! URIs), forwards their ringing to the caller, bridges the first to answer (cancelling the
+//! rest), maps final responses to dial outcomes and ends the B-leg when either side hangs up.
+//!
 //! Until the media engine lands, a SIP call has signalling only: `answer` sends `200 OK` with
-//! a minimal SDP, prompts take the time they would take to play, `gather` hears no digits,
-//! `record` hears silence; dial/enqueue/conference/transfer/send-dtmf fail with a clear
-//! `failed("…not available yet…")` error instead of pretending.
+//! a minimal SDP, prompts take the time they would take to play, `gather` hears the digits
+//! phones send in SIP INFO (no RFC 4733/in-band DTMF yet), `record` hears silence;
+//! enqueue/conference/transfer/send-dtmf fail with a clear `failed("…not available yet…")`
+//! error instead of pretending.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +23,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use voxide_sip::message::{Message, StartLine};
 use voxide_sip::shell::{Command, SipHandle};
-use voxide_sip::ua::{CallRef, Event};
+use voxide_sip::ua::{CallRef, Event, Outbound, Peer, Transport};
 
 use crate::call::{
     CallControl, CallError, CallId, CallInfo, CallResult, DialOptions, DialOutcome, Direction,
@@ -46,6 +51,11 @@ pub struct Router {
 }
 
 impl Router {
+    /// The route whose pattern is exactly `user`.
+    pub fn lookup_exact(&self, user: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.pattern == user)
+    }
+
     pub fn lookup(&self, user: &str) -> Option<&Route> {
         self.routes.iter().find(|r| match r.pattern.strip_suffix('*') {
             Some(prefix) => user.starts_with(prefix),
@@ -70,6 +80,7 @@ pub fn request_user(request: &Message) -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Signal {
     CallerGone,
+    Dtmf(char),
 }
 
 /// Runs calls until the SIP event channel closes.
@@ -79,9 +90,9 @@ pub async fn serve(
     sip: SipHandle,
     mut events: mpsc::UnboundedReceiver<Event>,
     kv: MemoryKv,
-    media_ip: IpAddr,
+    advertised: SocketAddr,
 ) {
-    let mut live: HashMap<CallRef, mpsc::Sender<Signal>> = HashMap::new();
+    let mut live: HashMap<CallRef, mpsc::UnboundedSender<Signal>> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CallRef>();
     loop {
         tokio::select! {
@@ -90,12 +101,29 @@ pub async fn serve(
                 match event {
                     Event::Incoming { call, request, peer } => {
                         let user = request_user(&request).unwrap_or_default();
-                        let Some(route) = router.lookup(&user).cloned() else {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        // An exact route wins; then a registered user is rung directly;
+                        // then prefix and catch-all routes.
+                        let route = match router.lookup_exact(&user) {
+                            Some(route) => Some(route.clone()),
+                            None if !sip.lookup(&user).await.is_empty() => {
+                                live.insert(call, tx);
+                                let sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri));
+                                let done = done_tx.clone();
+                                tracing::info!(call = call.0, peer = %peer.addr, "call to registered user {user:?}");
+                                tokio::spawn(async move {
+                                    ring_user(sip_call, user).await;
+                                    let _ = done.send(call);
+                                });
+                                continue;
+                            }
+                            None => router.lookup(&user).cloned(),
+                        };
+                        let Some(route) = route else {
                             tracing::info!(call = call.0, "no route for {user:?}: 404");
                             sip.send(Command::Reject { call, code: 404, reason: "Not Found".into() }).await;
                             continue;
                         };
-                        let (tx, rx) = mpsc::channel(4);
                         live.insert(call, tx);
                         let info = CallInfo {
                             id: CallId(format!("c{}", call.0)),
@@ -107,7 +135,7 @@ pub async fn serve(
                             vars: route.vars.clone(),
                         };
                         tracing::info!(call = %info.id, flow = %route.name, peer = %peer.addr, "incoming call");
-                        let sip_call = SipCall { call, sip: sip.clone(), signals: rx, hung_up: false, ended: false, answered: false, media_ip };
+                        let sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri));
                         let (engine, kv, done) = (engine.clone(), kv.namespace("local", &route.name), done_tx.clone());
                         tokio::spawn(async move {
                             let report = engine.run(&route.flow, info, Box::new(sip_call), kv).await;
@@ -117,9 +145,16 @@ pub async fn serve(
                     }
                     Event::Cancelled { call } | Event::HungUp { call } | Event::NoAck { call } | Event::Ended { call } => {
                         if let Some(tx) = live.get(&call) {
-                            let _ = tx.try_send(Signal::CallerGone);
+                            let _ = tx.send(Signal::CallerGone);
                         }
                     }
+                    Event::Dtmf { call, digit, .. } => {
+                        if let Some(tx) = live.get(&call) {
+                            let _ = tx.send(Signal::Dtmf(digit));
+                        }
+                    }
+                    // Outbound-call events go to the dialling call's own channel.
+                    Event::Progress { .. } | Event::Answered { .. } | Event::Rejected { .. } => {}
                 }
             }
             Some(call) = done_rx.recv() => { live.remove(&call); }
@@ -127,42 +162,170 @@ pub async fn serve(
     }
 }
 
+/// A call to a registered user with no flow routed: ring their contacts for 30 s and bridge;
+/// busy → 486, no answer → 480, anything else → 502, like a PBX extension.
+async fn ring_user(mut call: SipCall, user: String) {
+    let opts = DialOptions { timeout_ms: 30_000, caller_id: None, record: false };
+    let (code, reason) = match call.dial(vec![user], opts).await {
+        Ok(DialOutcome::Answered { .. }) | Err(_) => return call.hangup().await,
+        Ok(DialOutcome::Busy) => (486, "Busy Here"),
+        Ok(DialOutcome::NoAnswer) => (480, "Temporarily Unavailable"),
+        Ok(DialOutcome::Failed(why)) => {
+            tracing::info!(call = call.call.0, "call to registered user failed: {why}");
+            (502, "Bad Gateway")
+        }
+    };
+    let _ = call.reject(code, Some(reason.into())).await;
+}
+
 /// A flow's view of a real SIP call.
 #[derive(Debug)]
 pub struct SipCall {
     call: CallRef,
     sip: SipHandle,
-    signals: mpsc::Receiver<Signal>,
+    signals: mpsc::UnboundedReceiver<Signal>,
     hung_up: bool,
     ended: bool,
     answered: bool,
-    media_ip: IpAddr,
+    /// 180 Ringing already sent to the caller.
+    ringing: bool,
+    /// Digits the caller sent that no gather has taken yet (type-ahead).
+    dtmf: VecDeque<char>,
+    advertised: SocketAddr,
+    /// The caller's user part: the default caller ID of dialled legs.
+    caller: String,
+}
+
+/// How one dialled leg ended without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegEnd {
+    Busy,
+    NoAnswer,
+    Failed,
+}
+
+/// Maps a final response of a dialled leg to a dial outcome (RFC 3261 §21).
+fn leg_end(code: u16) -> LegEnd {
+    match code {
+        486 | 600 | 603 => LegEnd::Busy,
+        408 | 480 | 487 => LegEnd::NoAnswer,
+        _ => LegEnd::Failed,
+    }
+}
+
+/// The user part of a SIP URI (`sip:alice@host;x` → `alice`); the input if it has none.
+fn user_of(uri: &str) -> String {
+    let rest = uri.split_once(':').map_or(uri, |(_, r)| r);
+    let user = rest.split('@').next().unwrap_or(rest);
+    user.split(';').next().unwrap_or(user).to_owned()
+}
+
+/// A dial target as a SIP URI: where to send the INVITE. Only IP literals and names the
+/// system resolver knows (no SRV/NAPTR yet); `;transport=tcp` selects TCP.
+async fn resolve_uri(target: &str) -> Result<(String, Peer), String> {
+    let uri = target.trim();
+    let lower = uri.to_ascii_lowercase();
+    if lower.starts_with("sips:") {
+        return Err(format!("{uri}: sips (TLS) is not supported yet"));
+    }
+    let Some(rest) = lower.strip_prefix("sip:") else {
+        return Err(format!("{uri}: not a SIP URI and not a registered user"));
+    };
+    let mut parts = rest.split(';');
+    let hostport = parts.next().unwrap_or_default();
+    let transport =
+        if parts.any(|p| p == "transport=tcp") { Transport::Tcp } else { Transport::Udp };
+    let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+    if hostport.is_empty() {
+        return Err(format!("{uri}: no host"));
+    }
+    let addr = match hostport.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            let with_port = if hostport.ends_with(']') || !hostport.contains(':') {
+                format!("{hostport}:5060")
+            } else {
+                hostport.to_owned()
+            };
+            let mut addrs = tokio::net::lookup_host(with_port.clone())
+                .await
+                .map_err(|e| format!("{uri}: cannot resolve {with_port}: {e}"))?;
+            addrs.next().ok_or_else(|| format!("{uri}: {with_port} has no address"))?
+        }
+    };
+    Ok((uri.to_owned(), Peer { addr, transport }))
 }
 
 impl SipCall {
+    fn new(
+        call: CallRef,
+        sip: SipHandle,
+        signals: mpsc::UnboundedReceiver<Signal>,
+        advertised: SocketAddr,
+        caller: String,
+    ) -> SipCall {
+        SipCall {
+            call,
+            sip,
+            signals,
+            hung_up: false,
+            ended: false,
+            answered: false,
+            ringing: false,
+            dtmf: VecDeque::new(),
+            advertised,
+            caller,
+        }
+    }
+
     fn live(&mut self) -> CallResult<()> {
-        while let Ok(Signal::CallerGone) = self.signals.try_recv() {
-            self.hung_up = true;
+        while let Ok(signal) = self.signals.try_recv() {
+            self.signal(signal);
         }
         if self.hung_up || self.ended { Err(CallError::Hangup) } else { Ok(()) }
     }
 
+    fn signal(&mut self, signal: Signal) {
+        match signal {
+            Signal::CallerGone => self.hung_up = true,
+            Signal::Dtmf(digit) => self.dtmf.push_back(digit),
+        }
+    }
+
     /// Lets `ms` pass on the call; ends early with `Hangup` if the caller goes.
     async fn wait(&mut self, ms: u64) -> CallResult<()> {
+        self.wait_until(tokio::time::Instant::now() + Duration::from_millis(ms), false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until `deadline` (`Ok(false)`), or with `barge_in` until a digit is waiting
+    /// (`Ok(true)`); `Err(Hangup)` as soon as the caller goes.
+    async fn wait_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        barge_in: bool,
+    ) -> CallResult<bool> {
         self.live()?;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
-            signal = self.signals.recv() => {
-                // A closed channel means the dispatcher is gone: treat as the caller gone.
-                let _ = signal;
-                self.hung_up = true;
-                Err(CallError::Hangup)
+        loop {
+            if barge_in && !self.dtmf.is_empty() {
+                return Ok(true);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(false),
+                signal = self.signals.recv() => {
+                    // A closed channel means the dispatcher is gone: treat as the caller gone.
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        return Err(CallError::Hangup);
+                    }
+                }
             }
         }
     }
 
     fn sdp(&self) -> Vec<u8> {
-        let ip = self.media_ip;
+        let ip = self.advertised.ip();
         let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
         // Signalling-only answer until the media engine allocates real RTP ports.
         format!(
@@ -175,8 +338,83 @@ impl SipCall {
 
     fn unavailable(what: &str) -> CallError {
         CallError::Failed(format!(
-            "{what} is not available yet on SIP calls (needs the B2BUA/media engine)"
+            "{what} is not available yet on SIP calls (needs the media engine)"
         ))
+    }
+
+    /// The legs to ring for one dial target: a registered user's contacts, or a SIP URI.
+    async fn legs_for(&self, target: &str, from: &str) -> Result<Vec<Outbound>, String> {
+        let target = target.trim();
+        let is_uri = target.contains(':') || target.contains('@');
+        if !is_uri {
+            let contacts = self.sip.lookup(target).await;
+            if contacts.is_empty() {
+                return Err(format!("{target}: not registered"));
+            }
+            let to = format!("sip:{target}@{}", self.advertised);
+            return Ok(contacts
+                .into_iter()
+                .map(|(uri, peer)| Outbound {
+                    uri,
+                    peer,
+                    from: from.to_owned(),
+                    to: to.clone(),
+                    sdp: self.sdp(),
+                })
+                .collect());
+        }
+        let (uri, peer) = resolve_uri(target).await?;
+        Ok(vec![Outbound {
+            uri: uri.clone(),
+            peer,
+            from: from.to_owned(),
+            to: uri,
+            sdp: self.sdp(),
+        }])
+    }
+
+    /// Sends 180 Ringing to the caller once, while unanswered (a dialled leg is ringing).
+    async fn ring(&mut self) {
+        if !self.answered && !self.ringing {
+            self.ringing = true;
+            self.sip.send(Command::Ring(self.call)).await;
+        }
+    }
+
+    /// Hangs up (cancels) every leg in `legs`.
+    async fn drop_legs(&self, legs: &mut Vec<CallRef>) {
+        for leg in legs.drain(..) {
+            self.sip.send(Command::Hangup(leg)).await;
+        }
+    }
+
+    /// The bridge: waits for either side to hang up. `Ok(talk time)` when the dialled
+    /// party hangs up; `Err(Hangup)` (after ending the B-leg) when the caller does.
+    async fn bridged(
+        &mut self,
+        leg: CallRef,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+    ) -> CallResult<u32> {
+        let start = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(Event::HungUp { .. } | Event::Ended { .. } | Event::NoAck { .. }) | None => {
+                        let talk = start.elapsed().as_millis();
+                        return Ok(u32::try_from(talk).unwrap_or(u32::MAX));
+                    }
+                    // Digits from the dialled party are not relayed yet (media issue).
+                    Some(_) => {}
+                },
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        self.sip.send(Command::Hangup(leg)).await;
+                        return Err(CallError::Hangup);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -219,12 +457,29 @@ impl CallControl for SipCall {
     }
 
     async fn gather(&mut self, opts: GatherOptions) -> CallResult<GatherResult> {
+        let ms = |ms: u64| tokio::time::Instant::now() + Duration::from_millis(ms);
         if let Some(prompt) = &opts.prompt {
-            self.wait(speech_ms(prompt)).await?;
+            // A digit interrupts the prompt (barge-in); digits typed ahead count.
+            self.wait_until(ms(speech_ms(prompt)), true).await?;
         }
-        // No DTMF reaches us before the media engine: the gather times out.
-        self.wait(u64::from(opts.timeout_ms)).await?;
-        Ok(GatherResult { digits: String::new(), speech: None, timed_out: true })
+        let finish = opts.finish_on_key.clone().unwrap_or_default();
+        let mut digits = String::new();
+        loop {
+            while let Some(d) = self.dtmf.pop_front() {
+                if finish.contains(d) {
+                    return Ok(GatherResult { digits, speech: None, timed_out: false });
+                }
+                digits.push(d);
+                if digits.len() >= opts.max_digits as usize {
+                    return Ok(GatherResult { digits, speech: None, timed_out: false });
+                }
+            }
+            let wait =
+                if digits.is_empty() { opts.timeout_ms } else { opts.inter_digit_timeout_ms };
+            if !self.wait_until(ms(u64::from(wait)), true).await? {
+                return Ok(GatherResult { digits, speech: None, timed_out: true });
+            }
+        }
     }
 
     async fn record(&mut self, opts: RecordOptions) -> CallResult<Recording> {
@@ -245,9 +500,91 @@ impl CallControl for SipCall {
         }
     }
 
-    async fn dial(&mut self, _targets: Vec<String>, _opts: DialOptions) -> CallResult<DialOutcome> {
+    async fn dial(&mut self, targets: Vec<String>, opts: DialOptions) -> CallResult<DialOutcome> {
         self.live()?;
-        Err(Self::unavailable("dial"))
+        if targets.is_empty() {
+            return Err(CallError::InvalidArgument("dial needs at least one target".into()));
+        }
+        if opts.record {
+            tracing::warn!(
+                call = self.call.0,
+                "dial: recording bridged calls needs the media engine; not recording"
+            );
+        }
+        let caller_id = opts.caller_id.clone().unwrap_or_else(|| self.caller.clone());
+        let from = format!("sip:{}@{}", user_of(&caller_id), self.advertised);
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let mut legs = Vec::new();
+        let mut problems = Vec::new();
+        for target in &targets {
+            match self.legs_for(target, &from).await {
+                Ok(outs) => {
+                    for out in outs {
+                        match self.sip.invite(out, tx.clone()).await {
+                            Some(leg) => legs.push(leg),
+                            None => problems.push(format!("{target}: not a valid SIP target")),
+                        }
+                    }
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        drop(tx);
+        if legs.is_empty() {
+            return Ok(DialOutcome::Failed(problems.join("; ")));
+        }
+        tracing::info!(call = self.call.0, legs = legs.len(), "dialling {}", targets.join(", "));
+        let deadline = tokio::time::sleep(Duration::from_millis(u64::from(opts.timeout_ms)));
+        tokio::pin!(deadline);
+        let mut ends = Vec::new();
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    let Some(event) = event else { break };
+                    match event {
+                        Event::Progress { .. } => self.ring().await,
+                        Event::Answered { call: leg, .. } => {
+                            legs.retain(|l| *l != leg);
+                            self.drop_legs(&mut legs).await;
+                            if let Err(e) = self.answer().await {
+                                self.sip.send(Command::Hangup(leg)).await;
+                                return Err(e);
+                            }
+                            let talk_ms = self.bridged(leg, &mut events).await?;
+                            return Ok(DialOutcome::Answered { talk_ms });
+                        }
+                        Event::Rejected { call: leg, code, reason } => {
+                            legs.retain(|l| *l != leg);
+                            ends.push(leg_end(code));
+                            problems.push(format!("{code} {reason}"));
+                            if legs.is_empty() {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                () = &mut deadline => {
+                    self.drop_legs(&mut legs).await;
+                    return Ok(DialOutcome::NoAnswer);
+                }
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        // The caller hung up (or cancelled) while the legs rang: cancel them.
+                        self.drop_legs(&mut legs).await;
+                        return Err(CallError::Hangup);
+                    }
+                }
+            }
+        }
+        Ok(if !ends.is_empty() && ends.iter().all(|e| *e == LegEnd::Busy) {
+            DialOutcome::Busy
+        } else if ends.contains(&LegEnd::NoAnswer) {
+            DialOutcome::NoAnswer
+        } else {
+            DialOutcome::Failed(problems.join("; "))
+        })
     }
 
     async fn enqueue(&mut self, _queue: String) -> CallResult<()> {

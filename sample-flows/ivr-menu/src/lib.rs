@@ -6,8 +6,9 @@
 //!   2 → the support queue, 3 → voicemail. Invalid or missing input re-prompts twice, then the
 //!   flow says goodbye.
 //!
-//! Route variables: `company` (name in prompts), `sales` (dial target),
-//! `business_hours` (`open` or `closed`).
+//! Route variables: `company` (name in prompts), `sales` (dial target), `sales_ring_ms`
+//! (how long sales rings before voicemail, default 20000), `business_hours` (`open` or
+//! `closed`).
 
 use voxide_guest::prelude::*;
 
@@ -59,8 +60,9 @@ impl Flow for IvrMenu {
 
 fn sales(call: &Call) -> Result<()> {
     let target = call.var("sales").unwrap_or("sip:sales@pbx.example.com");
+    let ring_ms = call.var("sales_ring_ms").and_then(|ms| ms.parse().ok()).unwrap_or(20_000);
     call.say("Connecting you to sales.")?;
-    match call.dial(Dial::to(target).timeout_ms(20_000))? {
+    match call.dial(Dial::to(target).timeout_ms(ring_ms))? {
         DialOutcome::Answered { talk_ms } => {
             call.set_var("sales_talk_ms", &talk_ms.to_string());
             call.hangup();
