@@ -49,6 +49,13 @@ pub enum Command {
         events: mpsc::UnboundedSender<Event>,
         reply: tokio::sync::oneshot::Sender<Option<CallRef>>,
     },
+    /// Blind-transfer an answered call (REFER); replies whether the REFER went out. Its
+    /// final response arrives as `Event::ReferAnswered`.
+    Refer {
+        call: CallRef,
+        target: String,
+        done: tokio::sync::oneshot::Sender<bool>,
+    },
     /// Reply with where a registered user can be reached (contact URI, peer), best first.
     Lookup {
         user: String,
@@ -301,6 +308,7 @@ async fn run(
                         }
                         let _ = reply.send(call);
                     }
+                    Command::Refer { call, target, done } => { let _ = done.send(ua.refer(now, call, &target)); }
                     Command::Lookup { user, reply } => { let _ = reply.send(ua.lookup(now, &user)); }
                 }
             }

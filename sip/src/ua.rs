@@ -80,6 +80,9 @@ pub enum Event {
     /// A DTMF digit signalled in the dialog (SIP INFO, `application/dtmf-relay` or
     /// `application/dtmf`), for phones and trunks that do not send RFC 4733 events.
     Dtmf { call: CallRef, digit: char, duration_ms: u32 },
+    /// The final response to our REFER (blind transfer): 202 = the peer will call the target;
+    /// 408 when nothing answered.
+    ReferAnswered { call: CallRef, code: u16 },
 }
 
 impl Event {
@@ -94,7 +97,8 @@ impl Event {
             | Event::Progress { call, .. }
             | Event::Answered { call, .. }
             | Event::Rejected { call, .. }
-            | Event::Dtmf { call, .. } => *call,
+            | Event::Dtmf { call, .. }
+            | Event::ReferAnswered { call, .. } => *call,
         }
     }
 
@@ -261,6 +265,7 @@ enum Purpose {
     Invite,
     Bye,
     Cancel,
+    Refer,
 }
 
 #[derive(Debug)]
@@ -466,6 +471,13 @@ impl UserAgent {
             Method::Invite => self.handle_invite(now, peer, key, request),
             Method::Bye => self.handle_bye(now, peer, key, &request),
             Method::Info => self.handle_info(now, peer, key, &request),
+            // Progress of a transfer we asked for (RFC 3515 §2.4.4): acknowledged, and the
+            // transferor leaves the call after the 202 anyway.
+            Method::Notify if request.to.tag().is_some() => {
+                if self.in_dialog(now, peer, &key, &request).is_some() {
+                    self.reply_in_tx(now, peer, key, &request, 200, "OK", &[]);
+                }
+            }
             Method::Options => {
                 let extra = [
                     (HeaderName::Allow, ALLOW.to_owned()),
@@ -575,7 +587,7 @@ impl UserAgent {
         // Hold/resume: answer with our own SDP (unchanged until the media engine negotiates
         // directions) and our Contact.
         let (tag, sdp) = match self.calls.get(&call) {
-            Some(c) => (Some(c.local_tag.clone()), c.local_sdp.clone()),
+            Some(c) => (Some(c.local_tag.clone()), answer_direction(&request.body, &c.local_sdp)),
             None => (None, Vec::new()),
         };
         let contact = (HeaderName::Contact, format!("<sip:{}>", self.config.advertised));
@@ -941,6 +953,36 @@ impl UserAgent {
         self.start_client(client_key(&branch, &Method::Cancel), entry);
     }
 
+    /// Blind transfer (RFC 3515): asks the peer of an answered call to call `target` (a SIP
+    /// URI). The outcome arrives as [`Event::ReferAnswered`]. `false` if the call is not
+    /// answered (or `target` cannot be put in a Refer-To header).
+    pub fn refer(&mut self, now: Instant, call: CallRef, target: &str) -> bool {
+        if target.chars().any(|c| c.is_control() || c == '<' || c == '>') {
+            return false;
+        }
+        let branch = format!("z9hG4bK{}", self.fresh("r"));
+        let advertised = self.config.advertised;
+        let Some(c) = self.calls.get_mut(&call).filter(|c| c.phase == CallPhase::Answered) else {
+            return false;
+        };
+        let Some(dialog) = c.dialog.as_mut() else { return false };
+        let via = format!("SIP/2.0/{} {advertised};branch={branch};rport", c.peer.transport.name());
+        let extra = [
+            (HeaderName::Other("Refer-To".into()), format!("<{target}>")),
+            (HeaderName::Other("Referred-By".into()), format!("<sip:{advertised}>")),
+        ];
+        let bytes =
+            dialog.request(Method::Refer, &via, &format!("sip:{advertised}"), &extra, None, None);
+        let peer = c.peer;
+        let Ok(refer) = message::parse(&bytes) else { return false };
+        let tx =
+            ClientNonInvite::new(now, &refer, peer.transport.reliability(), self.config.timers);
+        let entry =
+            ClientEntry { tx: ClientTx::NonInvite(tx), peer, call, purpose: Purpose::Refer };
+        self.start_client(client_key(&branch, &Method::Refer), entry);
+        true
+    }
+
     /// Sends `180 Ringing` (or `183` with early media when `sdp` is given).
     pub fn ring(&mut self, now: Instant, call: CallRef, sdp: Option<&[u8]>) {
         let Some(c) = self.calls.get(&call).filter(|c| c.phase == CallPhase::Offered) else {
@@ -1224,10 +1266,14 @@ impl UserAgent {
         let mut outputs = Vec::new();
         let mut done = false;
         let mut timed_out = false;
+        let mut final_code = None;
         while let Some(o) = entry.tx.poll_output() {
             match o {
                 TxOutput::Transmit(bytes) => outputs.push(bytes),
-                TxOutput::Response(code) if code >= 200 => done = true,
+                TxOutput::Response(code) if code >= 200 => {
+                    done = true;
+                    final_code = Some(code);
+                }
                 TxOutput::Timeout => {
                     done = true;
                     timed_out = true;
@@ -1244,6 +1290,10 @@ impl UserAgent {
         }
         match purpose {
             Purpose::Bye if done => self.out.push_back(Output::Event(Event::Ended { call })),
+            Purpose::Refer if done => {
+                let code = final_code.unwrap_or(408);
+                self.out.push_back(Output::Event(Event::ReferAnswered { call, code }));
+            }
             // Nobody answered our INVITE at all (Timer B): the call failed with a 408.
             Purpose::Invite if timed_out => {
                 if let Some(c) = self.calls.get_mut(&call)
@@ -1319,6 +1369,60 @@ fn random_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0x766f_7869_6465);
     h.finish() & 0xffff_ffff
+}
+
+/// The `a=` direction attribute of an SDP body (RFC 3264 §6.1), `sendrecv` when absent.
+fn sdp_direction(sdp: &[u8]) -> &'static str {
+    let text = String::from_utf8_lossy(sdp);
+    let mut direction = "sendrecv";
+    for line in text.lines() {
+        direction = match line.trim() {
+            "a=sendonly" => "sendonly",
+            "a=recvonly" => "recvonly",
+            "a=inactive" => "inactive",
+            "a=sendrecv" => "sendrecv",
+            _ => continue,
+        };
+    }
+    direction
+}
+
+/// Our answer to a re-offer: our SDP with the direction that mirrors the offer's, limited by
+/// what we can do (hold: `sendonly` offered → `recvonly` answered; resume → back to ours).
+/// An offerless re-INVITE gets our SDP unchanged.
+fn answer_direction(offer: &[u8], local: &[u8]) -> Vec<u8> {
+    if offer.is_empty() || local.is_empty() {
+        return local.to_vec();
+    }
+    let ours = sdp_direction(local);
+    let (we_send, we_recv) =
+        (matches!(ours, "sendrecv" | "sendonly"), matches!(ours, "sendrecv" | "recvonly"));
+    let answer = match sdp_direction(offer) {
+        "sendonly" if we_recv => "recvonly",
+        "recvonly" if we_send => "sendonly",
+        "sendrecv" => ours,
+        _ => "inactive",
+    };
+    let text = String::from_utf8_lossy(local);
+    let mut out = String::with_capacity(text.len() + 12);
+    let mut replaced = false;
+    for line in text.split_inclusive('\n') {
+        if matches!(line.trim(), "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive") {
+            if !replaced {
+                out.push_str(&format!("a={answer}\r\n"));
+                replaced = true;
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    if !replaced && answer != "sendrecv" {
+        if !out.ends_with('\n') {
+            out.push_str("\r\n");
+        }
+        out.push_str(&format!("a={answer}\r\n"));
+    }
+    out.into_bytes()
 }
 
 /// The reason phrase of a response.

@@ -635,3 +635,74 @@ fn register_without_a_registrar_is_405_and_with_one_is_challenged() {
     assert_eq!(sent[0].header_values(&HeaderName::WwwAuthenticate).count(), 2);
     assert!(ua.lookup(t0, "alice").is_empty());
 }
+
+/// An answered inbound call: (call, our To tag).
+fn answered(ua: &mut UserAgent, t0: Instant) -> (CallRef, String) {
+    let call = incoming(ua, t0, "1");
+    assert!(ua.answer(t0, call, b"v=0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n"));
+    let (sent, _) = drain(ua);
+    let tag = sent[0].to.tag().unwrap().to_owned();
+    ua.handle_input(t0, peer(), in_dialog("ACK", 1, &tag, "ack1").as_bytes());
+    drain(ua);
+    (call, tag)
+}
+
+#[test]
+fn reinvite_hold_and_resume_get_the_mirrored_direction() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let (_, tag) = answered(&mut ua, t0);
+    let reinvite = |cseq: u32, direction: &str| {
+        let body = format!("v=0\r\nm=audio 5000 RTP/AVP 0\r\na={direction}\r\n");
+        format!(
+            "INVITE sip:hello@192.0.2.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bKre{cseq}\r\n\
+             From: <sip:sipp@198.51.100.7>;tag=caller\r\nTo: <sip:hello@192.0.2.1>;tag={tag}\r\n\
+             Call-ID: call-1\r\nCSeq: {cseq} INVITE\r\nContact: <sip:sipp@198.51.100.7:5070>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (cseq, offered, answered) in
+        [(2, "sendonly", "recvonly"), (3, "inactive", "inactive"), (4, "sendrecv", "sendrecv")]
+    {
+        ua.handle_input(t0, peer(), reinvite(cseq, offered).as_bytes());
+        let (sent, _) = drain(&mut ua);
+        assert_eq!(codes(&sent), [200], "{offered}");
+        let body = String::from_utf8_lossy(&sent[0].body).into_owned();
+        assert!(body.contains(&format!("a={answered}\r\n")), "{offered} → {body}");
+        assert_eq!(body.matches("a=").count(), 1, "one direction attribute: {body}");
+    }
+}
+
+#[test]
+fn refer_is_sent_in_the_dialog_and_its_answer_reported() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let (call, tag) = answered(&mut ua, t0);
+    assert!(!ua.refer(t0, call, "sip:x@y>\r\nEvil: 1"), "header injection refused");
+    assert!(ua.refer(t0, call, "sip:alice@192.0.2.1"));
+    let (sent, _) = drain(&mut ua);
+    let [refer] = sent.as_slice() else { panic!("{sent:?}") };
+    assert_eq!(refer.method(), Some(&Method::Refer));
+    assert_eq!(refer.from.tag(), Some(tag.as_str()));
+    assert_eq!(
+        refer.header_values(&HeaderName::Other("Refer-To".into())).next(),
+        Some("<sip:alice@192.0.2.1>")
+    );
+    let h = |n: HeaderName| refer.header_values(&n).next().unwrap().to_owned();
+    let accepted = format!(
+        "SIP/2.0 202 Accepted\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: call-1\r\nCSeq: {}\r\n\
+         Content-Length: 0\r\n\r\n",
+        h(HeaderName::Via),
+        h(HeaderName::From),
+        h(HeaderName::To),
+        h(HeaderName::CSeq)
+    );
+    ua.handle_input(t0, peer(), accepted.as_bytes());
+    assert_eq!(drain(&mut ua).1, [Event::ReferAnswered { call, code: 202 }]);
+    // The transfer's progress (NOTIFY with a sipfrag) is acknowledged.
+    let notify = in_dialog("NOTIFY", 2, &tag, "n1");
+    ua.handle_input(t0, peer(), notify.as_bytes());
+    assert_eq!(codes(&drain(&mut ua).0), [200]);
+}
