@@ -38,6 +38,11 @@ fn serve_with(extra: &[&str]) -> Server {
 
 /// `vox serve` with routes `hello` and `ivr*` plus `more` config (TOML appended).
 fn serve_config(more: &str, extra: &[&str]) -> Server {
+    serve_on("127.0.0.1:0", more, extra)
+}
+
+/// `vox serve` listening on `listen`.
+fn serve_on(listen: &str, more: &str, extra: &[&str]) -> Server {
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("voxide.toml");
     let flows = repo().join("sample-flows");
@@ -51,7 +56,7 @@ fn serve_config(more: &str, extra: &[&str]) -> Server {
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vox"))
-        .args(["serve", "--sip", "127.0.0.1:0", "--config"])
+        .args(["serve", "--sip", listen, "--config"])
         .arg(&config)
         .arg("--data-dir")
         .arg(data.path())
@@ -131,7 +136,8 @@ fn run_sipp(
     cmd.current_dir(logs.path())
         .arg("-sf")
         .arg(&scenario)
-        .args(["-m", "1", "-l", "1", "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-m", "1", "-l", "1", "-p", &port.to_string()])
+        .args(["-i", if target.is_some_and(|t| t.is_ipv6()) { "::1" } else { "127.0.0.1" }])
         .args(["-timeout", &timeout_s.to_string(), "-timeout_error", "-nostdin", "-trace_err"])
         .args(extra);
     if let Some(target) = target {
@@ -176,6 +182,19 @@ fn sipp_calls_hello_over_udp_and_tcp_and_the_flow_hangs_up() {
     assert!(ok, "UDP call failed:\n{out}");
     let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "hello", &["-t", "t1"]);
     assert!(ok, "TCP call failed:\n{out}");
+}
+
+#[test]
+fn ipv6_calls_over_udp_and_tcp() {
+    let server = serve_on("[::1]:0", "", &[]);
+    assert!(server.addr.is_ipv6());
+    for transport in [&["-t", "u1"][..], &["-t", "t1"]] {
+        let mut args = vec!["-s", "hello"];
+        args.extend_from_slice(transport);
+        let (ok, out) =
+            run_sipp("uac-flow-hangs-up.xml", free_port(), Some(server.addr), 20, &args);
+        assert!(ok, "IPv6 {transport:?}:\n{out}");
+    }
 }
 
 #[test]
@@ -432,4 +451,23 @@ fn calls_complete_over_udp_with_ten_percent_packet_loss() {
     assert_eq!(get("FailedCall(C)"), 0);
     assert!(get("Retransmissions(C)") > 0, "no message was lost: the test proved nothing");
     assert!(status.success());
+}
+
+#[test]
+fn ivr_menu_operator_option_blind_transfers_the_caller_with_refer() {
+    let config = format!(
+        "[[routes]]\nmatch = \"main\"\nflow = {:?}\nvars = {{ operator = \"sip:operator@pbx.test\" }}\n",
+        repo().join("sample-flows/ivr-menu")
+    );
+    let server = serve_config(&config, &[]);
+    // Press 0: the flow transfers; the caller gets a REFER to the operator, accepts it, and
+    // Voxide leaves the call with a BYE.
+    let (ok, out) = run_sipp(
+        "uac-press-digit-accept-transfer.xml",
+        free_port(),
+        Some(server.addr),
+        30,
+        &["-s", "main", "-key", "digit", "0", "-key", "refer_to", "sip:operator@pbx.test"],
+    );
+    assert!(ok, "{out}");
 }

@@ -81,6 +81,8 @@ pub fn request_user(request: &Message) -> Option<String> {
 enum Signal {
     CallerGone,
     Dtmf(char),
+    /// The final response to our REFER.
+    Referred(u16),
 }
 
 /// Runs calls until the SIP event channel closes.
@@ -153,6 +155,11 @@ pub async fn serve(
                             let _ = tx.send(Signal::Dtmf(digit));
                         }
                     }
+                    Event::ReferAnswered { call, code } => {
+                        if let Some(tx) = live.get(&call) {
+                            let _ = tx.send(Signal::Referred(code));
+                        }
+                    }
                     // Outbound-call events go to the dialling call's own channel.
                     Event::Progress { .. } | Event::Answered { .. } | Event::Rejected { .. } => {}
                 }
@@ -194,6 +201,8 @@ pub struct SipCall {
     advertised: SocketAddr,
     /// The caller's user part: the default caller ID of dialled legs.
     caller: String,
+    /// The final response to our REFER, once it arrived.
+    referred: Option<u16>,
 }
 
 /// How one dialled leg ended without an answer.
@@ -275,6 +284,7 @@ impl SipCall {
             dtmf: VecDeque::new(),
             advertised,
             caller,
+            referred: None,
         }
     }
 
@@ -289,6 +299,7 @@ impl SipCall {
         match signal {
             Signal::CallerGone => self.hung_up = true,
             Signal::Dtmf(digit) => self.dtmf.push_back(digit),
+            Signal::Referred(code) => self.referred = Some(code),
         }
     }
 
@@ -597,9 +608,53 @@ impl CallControl for SipCall {
         Err(Self::unavailable("conference"))
     }
 
-    async fn transfer(&mut self, _target: String) -> CallResult<()> {
+    async fn transfer(&mut self, target: String) -> CallResult<()> {
         self.live()?;
-        Err(Self::unavailable("transfer"))
+        if !self.answered {
+            return Err(CallError::Failed(
+                "transfer needs an answered call (REFER is sent in the dialog)".into(),
+            ));
+        }
+        // A registered user (or any bare name) is reached through us: the caller's new
+        // INVITE for it comes back here and rings the user's phones.
+        let target = target.trim();
+        let uri = if target.contains(':') {
+            target.to_owned()
+        } else if target.is_empty() {
+            return Err(CallError::InvalidArgument("transfer needs a target".into()));
+        } else {
+            format!("sip:{target}@{}", self.advertised)
+        };
+        self.referred = None;
+        let (done, accepted) = tokio::sync::oneshot::channel();
+        let command = Command::Refer { call: self.call, target: uri.clone(), done };
+        if !self.sip.send(command).await || !accepted.await.unwrap_or(false) {
+            return Err(CallError::InvalidArgument(format!("cannot transfer to {uri:?}")));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(35);
+        while self.referred.is_none() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        return Err(CallError::Hangup);
+                    }
+                }
+            }
+        }
+        match self.referred {
+            // Accepted: the caller calls the target; this flow is done with the call.
+            Some(code) if (200..300).contains(&code) => {
+                tracing::info!(call = self.call.0, "transferred to {uri}");
+                self.hangup().await;
+                Ok(())
+            }
+            Some(code) => {
+                Err(CallError::Failed(format!("the caller refused the transfer ({code})")))
+            }
+            None => Err(CallError::Failed("no answer to the transfer request".into())),
+        }
     }
 
     async fn send_dtmf(&mut self, _digits: String) -> CallResult<()> {

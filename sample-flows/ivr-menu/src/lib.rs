@@ -5,10 +5,11 @@
 //! - Otherwise offer a menu: 1 → sales (dial; busy or no answer falls back to voicemail),
 //!   2 → the support queue, 3 → voicemail. Invalid or missing input re-prompts twice, then the
 //!   flow says goodbye.
+//! - 0 (not announced) → blind transfer to the `operator` route variable, when set.
 //!
-//! Route variables: `company` (name in prompts), `sales` (dial target), `sales_ring_ms`
-//! (how long sales rings before voicemail, default 20000), `business_hours` (`open` or
-//! `closed`).
+//! Route variables: `company` (name in prompts), `sales` (dial target), `operator` (transfer
+//! target), `sales_ring_ms` (how long sales rings before voicemail, default 20000),
+//! `business_hours` (`open` or `closed`).
 
 use voxide_guest::prelude::*;
 
@@ -45,6 +46,12 @@ impl Flow for IvrMenu {
                     return Ok(());
                 }
                 "3" => return voicemail(call),
+                // Not announced: callers who know press 0 for the operator (when configured).
+                "0" if call.var("operator").is_some() => {
+                    let operator = call.var("operator").unwrap_or_default();
+                    call.say("Transferring you to the operator.")?;
+                    return call.transfer(operator);
+                }
                 "" if attempt < ATTEMPTS => {
                     call.say("Sorry, we did not receive your selection.")?
                 }
