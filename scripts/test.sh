@@ -13,10 +13,17 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
 fi
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
-# sipp drives `vox serve` in the SIP integration tests.
-if ! command -v sipp > /dev/null; then
+# Real peers and engines the integration tests use: sipp drives `vox serve`, baresip is a
+# softphone, espeak-ng renders `say()` prompts. Installed from Debian when missing.
+need=()
+command -v sipp > /dev/null || need+=(sip-tester)
+command -v baresip > /dev/null || need+=(baresip-core)
+command -v espeak-ng > /dev/null || need+=(espeak-ng)
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt=(apt-get); else apt=(sudo apt-get); fi
-  "${apt[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq sip-tester
+  echo "installing ${need[*]}"
+  "${apt[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 step "format"

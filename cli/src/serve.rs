@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use voxide_media::session::{MediaConfig, MediaEngine};
 use voxide_runtime::builder::{self, BuildOptions};
-use voxide_runtime::calls::{self, Route, Router};
+use voxide_runtime::calls::{self, MediaServices, Route, Router};
 use voxide_runtime::flows::{FlowEngine, FlowEngineConfig};
 use voxide_runtime::kv::MemoryKv;
+use voxide_runtime::prompts::{Espeak, Prompts, Tts};
 use voxide_sip::auth::Algorithm;
 use voxide_sip::registrar::{Registrar, RegistrarConfig};
 use voxide_sip::shell::{Command, Listen, SipHandle, SipServer};
@@ -48,6 +50,8 @@ struct Config {
     sip: SipConfig,
     #[serde(default)]
     routes: Vec<RouteConfig>,
+    #[serde(default)]
+    media: MediaSection,
     data_dir: Option<PathBuf>,
     drain_timeout_secs: Option<u64>,
     /// Most calls running a flow at once (sandbox slots reserved up front). Default 10,000.
@@ -93,6 +97,47 @@ impl Default for SipConfig {
             users: Vec::new(),
             digest_algorithms: None,
         }
+    }
+}
+
+/// `[media]`: RTP ports, the inactivity timeout, prompt assets.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaSection {
+    /// RTP port range, "MIN-MAX" (even ports RTP, odd RTCP). Default 10000-20000.
+    #[serde(default = "default_rtp_ports")]
+    rtp_ports: String,
+    /// A call whose peer sends no RTP for this long is hung up. Default 60.
+    #[serde(default = "default_rtp_timeout")]
+    rtp_timeout_secs: u64,
+    /// Where `play("name.wav")` finds WAV files (default: <data_dir>/assets).
+    assets: Option<PathBuf>,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection {
+            rtp_ports: default_rtp_ports(),
+            rtp_timeout_secs: default_rtp_timeout(),
+            assets: None,
+        }
+    }
+}
+
+fn default_rtp_ports() -> String {
+    "10000-20000".into()
+}
+fn default_rtp_timeout() -> u64 {
+    60
+}
+
+fn parse_ports(spec: &str) -> anyhow::Result<(u16, u16)> {
+    let parsed = spec
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+    match parsed {
+        Some((min, max)) if min >= 1024 && max > min + 1 => Ok((min, max)),
+        _ => bail!("media.rtp_ports {spec:?}: expected \"MIN-MAX\" with 1024 <= MIN < MAX"),
     }
 }
 
@@ -226,6 +271,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(a) = server.tcp_addr() {
         println!("SIP listening on tcp {a}");
     }
+    let (port_min, port_max) = parse_ports(&config.media.rtp_ports)?;
+    let media_config = MediaConfig {
+        bind_ip: listen.ip(),
+        advertised_ip: advertise_ip,
+        port_min,
+        port_max,
+        rtp_timeout: Duration::from_secs(config.media.rtp_timeout_secs.max(1)),
+    };
+    let tts: Option<Arc<dyn Tts>> = match Espeak::find() {
+        Some(espeak) => Some(Arc::new(espeak)),
+        None => {
+            eprintln!(
+                "warning: espeak-ng not found: say() prompts will be silent (apt install espeak-ng)"
+            );
+            None
+        }
+    };
+    let assets = config.media.assets.clone().unwrap_or_else(|| data_dir.join("assets"));
+    let media = Arc::new(MediaServices {
+        engine: MediaEngine::new(media_config),
+        prompts: Prompts::new(tts, Some(assets), Some(data_dir.join("tts"))),
+        recordings_dir: data_dir.join("recordings"),
+    });
+    println!("RTP ports {port_min}-{port_max}, recordings in {}", media.recordings_dir.display());
     let (sip, events) = server.spawn();
     let calls = tokio::spawn(calls::serve(
         engine,
@@ -234,6 +303,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         events,
         MemoryKv::default(),
         SocketAddr::new(advertise_ip, port),
+        Some(media),
     ));
     tokio::select! {
         _ = shutdown_signal() => {}

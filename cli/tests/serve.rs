@@ -130,10 +130,22 @@ fn run_sipp(
     timeout_s: u32,
     extra: &[&str],
 ) -> (bool, String) {
-    let scenario = repo().join("cli/tests/sipp").join(scenario);
     let logs = tempfile::tempdir().unwrap();
+    run_sipp_in(logs.path(), scenario, port, target, timeout_s, extra)
+}
+
+/// [`run_sipp`] in `dir` (where sipp writes its logs and finds files a scenario names).
+fn run_sipp_in(
+    dir: &Path,
+    scenario: &str,
+    port: u16,
+    target: Option<SocketAddr>,
+    timeout_s: u32,
+    extra: &[&str],
+) -> (bool, String) {
+    let scenario = repo().join("cli/tests/sipp").join(scenario);
     let mut cmd = Command::new("sipp");
-    cmd.current_dir(logs.path())
+    cmd.current_dir(dir)
         .arg("-sf")
         .arg(&scenario)
         .args(["-m", "1", "-l", "1", "-p", &port.to_string()])
@@ -148,8 +160,10 @@ fn run_sipp(
         .expect("sipp is not installed: run scripts/test.sh, which installs Debian's sip-tester");
     let mut text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    for entry in std::fs::read_dir(logs.path()).unwrap().flatten() {
-        text += &std::fs::read_to_string(entry.path()).unwrap_or_default();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "log") {
+            text += &std::fs::read_to_string(entry.path()).unwrap_or_default();
+        }
     }
     (out.status.success(), text)
 }
@@ -470,4 +484,122 @@ fn ivr_menu_operator_option_blind_transfers_the_caller_with_refer() {
         &["-s", "main", "-key", "digit", "0", "-key", "refer_to", "sip:operator@pbx.test"],
     );
     assert!(ok, "{out}");
+}
+
+#[test]
+fn rfc4733_digit_over_rtp_takes_ivr_menu_to_sales() {
+    // The caller presses 1 as RFC 4733 telephone-events (sipp's bundled pcap, PT 101) instead
+    // of SIP INFO: the media leg decodes it and the flow dials the sales phone, which answers.
+    let sales = free_port();
+    let config = format!(
+        "[[routes]]\nmatch = \"main\"\nflow = {:?}\nvars = {{ sales = \"sip:sales@127.0.0.1:{sales}\" }}\n",
+        repo().join("sample-flows/ivr-menu")
+    );
+    let server = serve_config(&config, &[]);
+    let pcap = "/usr/share/sip-tester/dtmf_2833_1.pcap";
+    assert!(Path::new(pcap).is_file(), "{pcap} comes with Debian's sip-tester");
+    call_phone(
+        &server,
+        "uas-answer-then-bye.xml",
+        sales,
+        "uac-rtp-dtmf.xml",
+        "main",
+        &["-key", "dtmf_pcap", pcap, "-mp", &free_port().to_string()],
+    );
+}
+
+/// `seconds` of a test signal: a chirp from 300 Hz to 3 kHz with a slow tremolo, loud enough
+/// to count as speech, distinctive enough to correlate.
+fn chirp(seconds: f64) -> Vec<i16> {
+    let n = (8000.0 * seconds) as usize;
+    let mut phase = 0.0f64;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / 8000.0;
+            let f = 300.0 + 2700.0 * t / seconds;
+            phase += 2.0 * std::f64::consts::PI * f / 8000.0;
+            let tremolo = 0.6 + 0.4 * (2.0 * std::f64::consts::PI * 3.0 * t).sin();
+            (9000.0 * tremolo * phase.sin()) as i16
+        })
+        .collect()
+}
+
+/// A µ-law WAV file (format 7), what sipp's rtp_stream plays as PCMU.
+fn ulaw_wav(samples: &[i16]) -> Vec<u8> {
+    let data: Vec<u8> = samples.iter().map(|s| voxide_media::g711::ulaw_encode(*s)).collect();
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(4 + 26 + 8 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&18u32.to_le_bytes());
+    // format 7 (µ-law), mono, 8000 Hz, 8000 B/s, block 1, 8 bits, cbSize 0
+    for v in [7u16, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&8000u32.to_le_bytes());
+    out.extend_from_slice(&8000u32.to_le_bytes());
+    for v in [1u16, 8, 0] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+/// The best normalised cross-correlation of `b` against `a` over lags up to `max_lag`.
+fn correlation(a: &[i16], b: &[i16], max_lag: usize) -> f64 {
+    let energy = |x: &[i16]| x.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>().sqrt();
+    (0..=max_lag)
+        .flat_map(|lag| [(lag, 0), (0, lag)])
+        .map(|(la, lb)| {
+            let (x, y) = (&a[la.min(a.len())..], &b[lb.min(b.len())..]);
+            let n = x.len().min(y.len());
+            let dot: f64 =
+                x[..n].iter().zip(&y[..n]).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum();
+            dot / (energy(&x[..n]) * energy(&y[..n])).max(1.0)
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn voicemail_records_what_the_caller_sends_to_a_wav_that_matches_it() {
+    let config = format!(
+        "[[routes]]\nmatch = \"vm\"\nflow = {:?}\nvars = {{ greeting = \"Leave a message.\" }}\n",
+        repo().join("sample-flows/voicemail")
+    );
+    let server = serve_config(&config, &[]);
+    let sent = chirp(3.0);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("audio.wav"), ulaw_wav(&sent)).unwrap();
+    // The greeting and the beep take under 3 s; then 3 s of signal, then 5 s of silence end
+    // the recording and the flow says goodbye.
+    let media_port = free_port().to_string();
+    let (ok, out) = run_sipp_in(
+        work.path(),
+        "uac-send-audio.xml",
+        free_port(),
+        Some(server.addr),
+        60,
+        &["-s", "vm", "-mp", &media_port],
+    );
+    assert!(ok, "{out}");
+    let dir = server._data.path().join("recordings");
+    let wavs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
+    assert_eq!(wavs.len(), 1, "one recording in {}", dir.display());
+    let recorded = voxide_media::wav::read_wav(&std::fs::read(&wavs[0]).unwrap()).unwrap();
+    assert_eq!(recorded.sample_rate, 8000);
+    let ms = recorded.samples.len() as u64 / 8;
+    assert!((2800..=3300).contains(&ms), "recorded {ms} ms of a 3000 ms message");
+    let r = correlation(&sent, &recorded.samples, 1600);
+    eprintln!("recorded {ms} ms of a 3000 ms message; correlation with what was sent {r:.3}");
+    assert!(r > 0.9, "the recording does not match what was sent (correlation {r:.3})");
+    // The sidecar indexes it with its duration.
+    let sidecar = std::fs::read_to_string(wavs[0].with_extension("json")).unwrap();
+    assert!(sidecar.contains(&format!("\"duration_ms\":{ms}")), "{sidecar}");
 }

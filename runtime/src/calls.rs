@@ -31,7 +31,11 @@ use crate::call::{
 };
 use crate::flows::{Flow, FlowEngine};
 use crate::kv::MemoryKv;
+use crate::prompts::{self, PromptError, Prompts};
 use crate::sim::speech_ms;
+use std::path::PathBuf;
+use voxide_media::sdp::{self, Codec, Direction as MediaDirection};
+use voxide_media::session::{MediaEngine, MediaEvent, RecordSpec, Session, bridge, unbridge};
 
 /// One routing rule: a called number / Request-URI user to a flow.
 #[derive(Debug, Clone)]
@@ -77,8 +81,10 @@ pub fn request_user(request: &Message) -> Option<String> {
 }
 
 /// Signals from the SIP task to one call's flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Signal {
+    /// The caller's SDP answer, from the ACK of an offerless INVITE.
+    AckAnswer(Vec<u8>),
     CallerGone,
     Dtmf(char),
     /// The final response to our REFER.
@@ -93,6 +99,7 @@ pub async fn serve(
     mut events: mpsc::UnboundedReceiver<Event>,
     kv: MemoryKv,
     advertised: SocketAddr,
+    media: Option<Arc<MediaServices>>,
 ) {
     let mut live: HashMap<CallRef, mpsc::UnboundedSender<Signal>> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CallRef>();
@@ -110,7 +117,8 @@ pub async fn serve(
                             Some(route) => Some(route.clone()),
                             None if !sip.lookup(&user).await.is_empty() => {
                                 live.insert(call, tx);
-                                let sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri));
+                                let sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri))
+                                    .with_media(media.clone(), request.body.clone());
                                 let done = done_tx.clone();
                                 tracing::info!(call = call.0, peer = %peer.addr, "call to registered user {user:?}");
                                 tokio::spawn(async move {
@@ -137,7 +145,8 @@ pub async fn serve(
                             vars: route.vars.clone(),
                         };
                         tracing::info!(call = %info.id, flow = %route.name, peer = %peer.addr, "incoming call");
-                        let sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri));
+                        let sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri))
+                            .with_media(media.clone(), request.body.clone());
                         let (engine, kv, done) = (engine.clone(), kv.namespace("local", &route.name), done_tx.clone());
                         tokio::spawn(async move {
                             let report = engine.run(&route.flow, info, Box::new(sip_call), kv).await;
@@ -158,6 +167,11 @@ pub async fn serve(
                     Event::ReferAnswered { call, code } => {
                         if let Some(tx) = live.get(&call) {
                             let _ = tx.send(Signal::Referred(code));
+                        }
+                    }
+                    Event::AckAnswer { call, sdp } => {
+                        if let Some(tx) = live.get(&call) {
+                            let _ = tx.send(Signal::AckAnswer(sdp));
                         }
                     }
                     // Outbound-call events go to the dialling call's own channel.
@@ -203,6 +217,34 @@ pub struct SipCall {
     caller: String,
     /// The final response to our REFER, once it arrived.
     referred: Option<u16>,
+    /// RTP ports, prompts and the recordings directory (None: signalling only).
+    media: Option<Arc<MediaServices>>,
+    /// The INVITE's SDP offer (empty for an offerless INVITE).
+    offer: Vec<u8>,
+    /// This call's media leg, once answered (or early media started).
+    session: Option<Session>,
+    /// The caller's SDP answer from the ACK, not applied yet.
+    pending_answer: Option<Vec<u8>>,
+    recordings: u32,
+}
+
+/// What real media needs: the RTP engine, prompts, where recordings go.
+#[derive(Debug, Clone)]
+pub struct MediaServices {
+    pub engine: MediaEngine,
+    pub prompts: Prompts,
+    pub recordings_dir: PathBuf,
+}
+
+/// Codecs we negotiate, in our order of preference.
+const CODECS: &[Codec] = &[Codec::Pcmu, Codec::Pcma];
+
+/// The next media event of an optional leg (pending forever without one).
+async fn media_event(session: &mut Option<Session>) -> Option<MediaEvent> {
+    match session {
+        Some(s) => s.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How one dialled leg ended without an answer.
@@ -285,7 +327,131 @@ impl SipCall {
             advertised,
             caller,
             referred: None,
+            media: None,
+            offer: Vec::new(),
+            session: None,
+            pending_answer: None,
+            recordings: 0,
         }
+    }
+
+    fn with_media(mut self, media: Option<Arc<MediaServices>>, offer: Vec<u8>) -> SipCall {
+        self.media = media;
+        self.offer = offer;
+        self
+    }
+
+    /// Our SDP for this call, opening the media leg first if needed: an answer to the
+    /// INVITE's offer (the leg starts at once), or an offer when the INVITE had none (the
+    /// leg starts when the ACK brings the answer). Signalling-only calls get an inactive SDP.
+    async fn local_sdp(&mut self) -> CallResult<Vec<u8>> {
+        let Some(media) = self.media.clone() else { return Ok(self.sdp()) };
+        if self.session.is_none() {
+            let session = media.engine.open().await.map_err(|e| {
+                tracing::warn!(call = self.call.0, "no RTP port: {e}");
+                CallError::Failed(format!("no media port available: {e}"))
+            })?;
+            self.session = Some(session);
+        }
+        let Some(session) = &self.session else { return Ok(self.sdp()) };
+        let local = sdp::Local { addr: session.local_addr(), session_id: self.call.0, version: 1 };
+        if self.offer.is_empty() {
+            return Ok(sdp::offer(&local, CODECS, MediaDirection::SendRecv).into_bytes());
+        }
+        let offer = sdp::parse(&self.offer)
+            .map_err(|e| CallError::Failed(format!("the caller's SDP is unusable: {e}")))?;
+        let (text, negotiated) = sdp::answer(&offer, &local, CODECS, MediaDirection::SendRecv)
+            .map_err(|e| CallError::Failed(format!("media negotiation failed: {e}")))?;
+        session.start(negotiated);
+        Ok(text.into_bytes())
+    }
+
+    /// Applies the caller's SDP answer that came in the ACK.
+    fn apply_pending_answer(&mut self) {
+        let (Some(sdp), Some(session)) = (self.pending_answer.take(), &self.session) else {
+            return;
+        };
+        match sdp::parse(&sdp).and_then(|a| sdp::accept(&a, CODECS, MediaDirection::SendRecv)) {
+            Ok(negotiated) => session.start(negotiated),
+            Err(e) => {
+                tracing::warn!(call = self.call.0, "the caller's SDP answer is unusable: {e}")
+            }
+        }
+    }
+
+    /// Media before the answer (a prompt or recording on an unanswered call): 183 Session
+    /// Progress with our SDP, then the leg plays.
+    async fn ensure_media(&mut self) -> CallResult<()> {
+        if self.session.is_some() || self.media.is_none() {
+            return Ok(());
+        }
+        let sdp = match self.local_sdp().await {
+            Ok(sdp) => sdp,
+            Err(e) => return Err(e),
+        };
+        if !self.answered {
+            self.ringing = true;
+            self.sip.send(Command::EarlyMedia { call: self.call, sdp }).await;
+        }
+        Ok(())
+    }
+
+    /// The peer stopped sending RTP: end the call (BYE), the flow sees a hang-up.
+    async fn media_lost(&mut self) -> CallError {
+        tracing::info!(call = self.call.0, "no RTP from the caller: ending the call (RTP timeout)");
+        self.hangup().await;
+        self.hung_up = true;
+        CallError::Hangup
+    }
+
+    /// Plays `pcm` to the caller. `Ok(true)` if a digit interrupted it (with `barge_in`).
+    /// Signalling-only calls let the prompt's duration pass instead.
+    async fn play_pcm(&mut self, pcm: Arc<[i16]>, barge_in: bool) -> CallResult<bool> {
+        self.live()?;
+        self.ensure_media().await?;
+        if barge_in && !self.dtmf.is_empty() {
+            return Ok(true);
+        }
+        let ms = pcm.len() as u64 * 1000 / u64::from(prompts::RATE);
+        let Some(session) = self.session.take() else {
+            return self
+                .wait_until(tokio::time::Instant::now() + Duration::from_millis(ms), barge_in)
+                .await;
+        };
+        let mut done = session.play(pcm);
+        let mut session = Some(session);
+        let result = loop {
+            tokio::select! {
+                _ = &mut done => break Ok(false),
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        break Err(CallError::Hangup);
+                    }
+                    if barge_in && !self.dtmf.is_empty() {
+                        break Ok(true);
+                    }
+                }
+                event = media_event(&mut session) => match event {
+                    Some(MediaEvent::Dtmf { digit, .. }) => {
+                        self.dtmf.push_back(digit);
+                        if barge_in {
+                            break Ok(true);
+                        }
+                    }
+                    Some(MediaEvent::RtpTimeout) | None => {
+                        self.session = session.take();
+                        return Err(self.media_lost().await);
+                    }
+                },
+            }
+        };
+        if let Some(s) = &session {
+            s.stop_play();
+        }
+        self.session = session;
+        self.apply_pending_answer();
+        result
     }
 
     fn live(&mut self) -> CallResult<()> {
@@ -300,6 +466,7 @@ impl SipCall {
             Signal::CallerGone => self.hung_up = true,
             Signal::Dtmf(digit) => self.dtmf.push_back(digit),
             Signal::Referred(code) => self.referred = Some(code),
+            Signal::AckAnswer(sdp) => self.pending_answer = Some(sdp),
         }
     }
 
@@ -318,21 +485,131 @@ impl SipCall {
         barge_in: bool,
     ) -> CallResult<bool> {
         self.live()?;
-        loop {
+        let mut session = self.session.take();
+        let result = loop {
             if barge_in && !self.dtmf.is_empty() {
-                return Ok(true);
+                break Ok(true);
             }
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return Ok(false),
+                _ = tokio::time::sleep_until(deadline) => break Ok(false),
                 signal = self.signals.recv() => {
                     // A closed channel means the dispatcher is gone: treat as the caller gone.
                     self.signal(signal.unwrap_or(Signal::CallerGone));
                     if self.hung_up {
-                        return Err(CallError::Hangup);
+                        break Err(CallError::Hangup);
                     }
                 }
+                event = media_event(&mut session) => match event {
+                    Some(MediaEvent::Dtmf { digit, .. }) => self.dtmf.push_back(digit),
+                    Some(MediaEvent::RtpTimeout) | None => {
+                        self.session = session.take();
+                        return Err(self.media_lost().await);
+                    }
+                },
             }
+        };
+        self.session = session;
+        self.apply_pending_answer();
+        result
+    }
+
+    /// Speech for `text`: rendered by the TTS engine (cached); signalling-only calls and
+    /// machines without TTS get silence of the time the words would take (logged once).
+    async fn speech(&mut self, text: &str, voice: Option<&str>) -> CallResult<Arc<[i16]>> {
+        self.live()?;
+        let silence = |text: &str| -> Arc<[i16]> {
+            vec![0i16; (speech_ms(text) * u64::from(prompts::RATE) / 1000) as usize].into()
+        };
+        let Some(media) = self.media.clone() else { return Ok(silence(text)) };
+        match media.prompts.say(text, voice).await {
+            Ok(pcm) => Ok(pcm),
+            Err(PromptError::NoTts) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!("say(): {}; prompts are silent", PromptError::NoTts)
+                });
+                Ok(silence(text))
+            }
+            Err(e) => Err(CallError::Failed(e.to_string())),
         }
+    }
+
+    /// `record` on a call with media: the caller's audio to a WAV file under the recordings
+    /// directory, with a JSON sidecar (id, call, duration). A hang-up mid-recording finalizes
+    /// the file and returns it (the voicemail is kept).
+    async fn record_media(
+        &mut self,
+        media: &MediaServices,
+        opts: RecordOptions,
+    ) -> CallResult<Recording> {
+        self.live()?;
+        self.ensure_media().await?;
+        self.recordings += 1;
+        let id = format!("rec-{}-c{}-{}", std::process::id(), self.call.0, self.recordings);
+        let dir = &media.recordings_dir;
+        tokio::fs::create_dir_all(dir).await.map_err(|e| {
+            CallError::Failed(format!("recordings directory {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(format!("{id}.wav"));
+        let spec = RecordSpec {
+            path,
+            max_duration: Duration::from_millis(u64::from(opts.max_duration_ms.max(1))),
+            silence_timeout: Duration::from_millis(u64::from(opts.silence_timeout_ms)),
+            finish_keys: opts.finish_on_key.clone().unwrap_or_default(),
+        };
+        let Some(session) = self.session.take() else {
+            return Err(Self::unavailable("record"));
+        };
+        let mut done = session.record(spec);
+        let mut session = Some(session);
+        let mut hung_up = false;
+        let result = loop {
+            tokio::select! {
+                r = &mut done => break r,
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up && !hung_up {
+                        // Keep what was said: stop, finalize, and return the recording.
+                        hung_up = true;
+                        if let Some(s) = &session {
+                            s.stop_record();
+                        }
+                    }
+                }
+                event = media_event(&mut session), if !hung_up => match event {
+                    Some(MediaEvent::Dtmf { digit, .. }) => self.dtmf.push_back(digit),
+                    Some(MediaEvent::RtpTimeout) | None => {
+                        hung_up = true;
+                        if let Some(s) = &session {
+                            s.stop_record();
+                        }
+                    }
+                },
+            }
+        };
+        self.session = session;
+        let recorded = match result {
+            Ok(Ok(recorded)) => recorded,
+            Ok(Err(e)) => return Err(CallError::Failed(format!("recording failed: {e}"))),
+            Err(_) => {
+                return Err(CallError::Failed("recording was lost with the media leg".into()));
+            }
+        };
+        let duration_ms = u32::try_from(recorded.duration_ms).unwrap_or(u32::MAX);
+        let sidecar = serde_json::json!({
+            "id": id,
+            "call": format!("c{}", self.call.0),
+            "from": self.caller,
+            "duration_ms": duration_ms,
+            "ended_by": format!("{:?}", recorded.ended_by),
+            "file": format!("{id}.wav"),
+        });
+        let _ = tokio::fs::write(dir.join(format!("{id}.json")), sidecar.to_string()).await;
+        tracing::info!(call = self.call.0, recording = %id, duration_ms, "recorded");
+        if hung_up && !self.hung_up {
+            return Err(self.media_lost().await);
+        }
+        Ok(Recording { id, duration_ms })
     }
 
     fn sdp(&self) -> Vec<u8> {
@@ -434,8 +711,24 @@ impl CallControl for SipCall {
     async fn answer(&mut self) -> CallResult<()> {
         self.live()?;
         if !self.answered {
+            let sdp = match self.local_sdp().await {
+                Ok(sdp) => sdp,
+                Err(e) => {
+                    // 488 when nothing in the offer is usable (RFC 3264), 503 without ports.
+                    let (code, reason) = if matches!(&e, CallError::Failed(m) if m.starts_with("no media port"))
+                    {
+                        (503, "Service Unavailable")
+                    } else {
+                        (488, "Not Acceptable Here")
+                    };
+                    self.ended = true;
+                    self.sip
+                        .send(Command::Reject { call: self.call, code, reason: reason.into() })
+                        .await;
+                    return Err(e);
+                }
+            };
             self.answered = true;
-            let sdp = self.sdp();
             let (done, answered) = tokio::sync::oneshot::channel();
             // `false`: the caller cancelled (or the call vanished) before our 200 went out.
             if !self.sip.send(Command::Answer { call: self.call, sdp, done }).await
@@ -459,19 +752,25 @@ impl CallControl for SipCall {
         Ok(())
     }
 
-    async fn say(&mut self, text: String, _opts: SayOptions) -> CallResult<()> {
-        self.wait(speech_ms(&text)).await
+    async fn say(&mut self, text: String, opts: SayOptions) -> CallResult<()> {
+        let pcm = self.speech(&text, opts.voice.as_deref()).await?;
+        self.play_pcm(pcm, opts.interruptible).await.map(|_| ())
     }
 
-    async fn play(&mut self, _media: String) -> CallResult<()> {
-        self.wait(2000).await
+    async fn play(&mut self, media: String) -> CallResult<()> {
+        self.live()?;
+        let Some(services) = self.media.clone() else { return self.wait(2000).await };
+        let pcm =
+            services.prompts.play(&media).await.map_err(|e| CallError::Failed(e.to_string()))?;
+        self.play_pcm(pcm, false).await.map(|_| ())
     }
 
     async fn gather(&mut self, opts: GatherOptions) -> CallResult<GatherResult> {
         let ms = |ms: u64| tokio::time::Instant::now() + Duration::from_millis(ms);
         if let Some(prompt) = &opts.prompt {
             // A digit interrupts the prompt (barge-in); digits typed ahead count.
-            self.wait_until(ms(speech_ms(prompt)), true).await?;
+            let pcm = self.speech(prompt, None).await?;
+            self.play_pcm(pcm, true).await?;
         }
         let finish = opts.finish_on_key.clone().unwrap_or_default();
         let mut digits = String::new();
@@ -495,7 +794,10 @@ impl CallControl for SipCall {
 
     async fn record(&mut self, opts: RecordOptions) -> CallResult<Recording> {
         if opts.beep {
-            self.wait(500).await?;
+            self.play_pcm(prompts::beep(), false).await?;
+        }
+        if let Some(media) = self.media.clone() {
+            return self.record_media(&media, opts).await;
         }
         // Without media the caller is silent: the recording ends at the silence timeout.
         let ms = if opts.silence_timeout_ms > 0 {
@@ -526,13 +828,39 @@ impl CallControl for SipCall {
         let from = format!("sip:{}@{}", user_of(&caller_id), self.advertised);
         let (tx, mut events) = mpsc::unbounded_channel();
         let mut legs = Vec::new();
+        let mut leg_media: HashMap<CallRef, Session> = HashMap::new();
         let mut problems = Vec::new();
         for target in &targets {
             match self.legs_for(target, &from).await {
                 Ok(outs) => {
-                    for out in outs {
+                    for mut out in outs {
+                        // Each leg gets a media leg of its own, offered in its INVITE.
+                        let media = match self.media.clone() {
+                            Some(m) => match m.engine.open().await {
+                                Ok(session) => {
+                                    let local = sdp::Local {
+                                        addr: session.local_addr(),
+                                        session_id: self.call.0,
+                                        version: 1,
+                                    };
+                                    out.sdp = sdp::offer(&local, CODECS, MediaDirection::SendRecv)
+                                        .into_bytes();
+                                    Some(session)
+                                }
+                                Err(e) => {
+                                    problems.push(format!("{target}: no media port: {e}"));
+                                    continue;
+                                }
+                            },
+                            None => None,
+                        };
                         match self.sip.invite(out, tx.clone()).await {
-                            Some(leg) => legs.push(leg),
+                            Some(leg) => {
+                                legs.push(leg);
+                                if let Some(session) = media {
+                                    leg_media.insert(leg, session);
+                                }
+                            }
                             None => problems.push(format!("{target}: not a valid SIP target")),
                         }
                     }
@@ -554,15 +882,31 @@ impl CallControl for SipCall {
                     let Some(event) = event else { break };
                     match event {
                         Event::Progress { .. } => self.ring().await,
-                        Event::Answered { call: leg, .. } => {
+                        Event::Answered { call: leg, sdp: answer } => {
                             legs.retain(|l| *l != leg);
                             self.drop_legs(&mut legs).await;
+                            let b_media = leg_media.remove(&leg);
+                            drop(leg_media);
                             if let Err(e) = self.answer().await {
                                 self.sip.send(Command::Hangup(leg)).await;
                                 return Err(e);
                             }
-                            let talk_ms = self.bridged(leg, &mut events).await?;
-                            return Ok(DialOutcome::Answered { talk_ms });
+                            // Bridge the media: the callee's answer starts its leg, and the
+                            // two legs relay to each other until either side hangs up.
+                            if let (Some(b), Some(a)) = (&b_media, &self.session) {
+                                match sdp::parse(&answer).and_then(|s| sdp::accept(&s, CODECS, MediaDirection::SendRecv)) {
+                                    Ok(negotiated) => {
+                                        b.start(negotiated);
+                                        bridge(a, b);
+                                    }
+                                    Err(e) => tracing::warn!(call = self.call.0, "dialled party's SDP is unusable: {e}"),
+                                }
+                            }
+                            let talk = self.bridged(leg, &mut events).await;
+                            if let (Some(b), Some(a)) = (&b_media, &self.session) {
+                                unbridge(a, b);
+                            }
+                            return Ok(DialOutcome::Answered { talk_ms: talk? });
                         }
                         Event::Rejected { call: leg, code, reason } => {
                             legs.retain(|l| *l != leg);
@@ -657,9 +1001,13 @@ impl CallControl for SipCall {
         }
     }
 
-    async fn send_dtmf(&mut self, _digits: String) -> CallResult<()> {
+    async fn send_dtmf(&mut self, digits: String) -> CallResult<()> {
         self.live()?;
-        Err(Self::unavailable("send-dtmf"))
+        self.ensure_media().await?;
+        let Some(session) = &self.session else { return Err(Self::unavailable("send-dtmf")) };
+        drop(session.send_dtmf(&digits));
+        // The events go out 200 ms apart; the caller hanging up ends the wait.
+        self.wait(200 * digits.len() as u64 + 200).await
     }
 
     async fn pause(&mut self, ms: u32) -> CallResult<()> {

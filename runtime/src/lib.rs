@@ -16,4 +16,5 @@ pub mod call;
 pub mod calls;
 pub mod flows;
 pub mod kv;
+pub mod prompts;
 pub mod sim;

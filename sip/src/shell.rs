@@ -22,6 +22,11 @@ use crate::ua::{CallRef, Event, Outbound, Output, Peer, Stats, Transport, UaConf
 #[derive(Debug)]
 pub enum Command {
     Ring(CallRef),
+    /// 183 Session Progress with our SDP: media before the answer.
+    EarlyMedia {
+        call: CallRef,
+        sdp: Vec<u8>,
+    },
     /// Replies whether the call could be answered (it may have been cancelled meanwhile).
     Answer {
         call: CallRef,
@@ -294,6 +299,7 @@ async fn run(
                 let now = Instant::now();
                 match cmd {
                     Command::Ring(call) => ua.ring(now, call, None),
+                    Command::EarlyMedia { call, sdp } => ua.ring(now, call, Some(&sdp)),
                     Command::Answer { call, sdp, done } => { let _ = done.send(ua.answer(now, call, &sdp)); }
                     Command::Reject { call, code, reason } => { ua.reject(now, call, code, &reason); }
                     Command::Hangup(call) => ua.hangup(now, call),

@@ -83,6 +83,9 @@ pub enum Event {
     /// The final response to our REFER (blind transfer): 202 = the peer will call the target;
     /// 408 when nothing answered.
     ReferAnswered { call: CallRef, code: u16 },
+    /// The caller's SDP answer arrived in the ACK (its INVITE had no offer, so our 200
+    /// carried one, RFC 3264 §4).
+    AckAnswer { call: CallRef, sdp: Vec<u8> },
 }
 
 impl Event {
@@ -98,7 +101,8 @@ impl Event {
             | Event::Answered { call, .. }
             | Event::Rejected { call, .. }
             | Event::Dtmf { call, .. }
-            | Event::ReferAnswered { call, .. } => *call,
+            | Event::ReferAnswered { call, .. }
+            | Event::AckAnswer { call, .. } => *call,
         }
     }
 
@@ -643,10 +647,15 @@ impl UserAgent {
             return;
         };
         let Some(c) = self.calls.get_mut(&call) else { return };
-        c.ok = None;
+        let first = c.ok.take().is_some();
         if let Some(d) = c.dialog.as_mut() {
             d.confirm();
         }
+        if first && !request.body.is_empty() && c.invite.body.is_empty() {
+            let sdp = request.body.clone();
+            self.out.push_back(Output::Event(Event::AckAnswer { call, sdp }));
+        }
+        let Some(c) = self.calls.get_mut(&call) else { return };
         // A hang-up requested before the ACK waited for it (RFC 3261 §15).
         if std::mem::take(&mut c.bye_pending) {
             self.send_bye(now, call);

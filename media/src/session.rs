@@ -1,0 +1,803 @@
+//! The socket shell (feature `net`): one tokio task per call leg owns its RTP/RTCP sockets,
+//! its 20 ms clock and the pure parts — jitter buffer, G.711, DTMF receivers, recorder.
+//!
+//! The application talks to a leg through a [`Session`] handle: [`start`](Session::start) it
+//! with what SDP negotiated, [`play`](Session::play) audio, [`record`](Session::record) the
+//! caller, [`bridge`] two legs, and read [`MediaEvent`]s (digits, RTP timeout). Dropping the
+//! handle ends the task, finalizes a recording in progress and returns the ports to the pool.
+//!
+//! Security: symmetric RTP with strict latching. Until a packet arrives, only the address SDP
+//! named (any port on that IP, for NAT) is accepted; the first accepted packet latches the
+//! leg to its exact source, and packets from anywhere else are dropped and counted — no RTP
+//! bleed from a stranger who guesses the port.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::BufWriter;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::dtmf::{DtmfEventReceiver, DtmfEventSender, ToneDetector};
+use crate::g711::Law;
+use crate::jitter::{Frame, JitterBuffer, JitterConfig};
+use crate::rtp::{RtpHeader, RtpPacket, Seq, Ssrc, Timestamp};
+use crate::sdp::{Codec, Negotiated};
+use crate::wav::{WavError, WavWriter};
+
+/// Samples per 20 ms at 8 kHz.
+const FRAME: usize = 160;
+const FRAME_MS: u64 = 20;
+
+/// Media settings of a process.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Where RTP sockets bind.
+    pub bind_ip: IpAddr,
+    /// The address put in SDP.
+    pub advertised_ip: IpAddr,
+    /// RTP port range (even ports for RTP, the next odd one for RTCP).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// No RTP from the peer for this long ends the call ([`MediaEvent::RtpTimeout`]).
+    pub rtp_timeout: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind_ip: IpAddr::from([0, 0, 0, 0]),
+            advertised_ip: IpAddr::from([127, 0, 0, 1]),
+            port_min: 10_000,
+            port_max: 20_000,
+            rtp_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Even ports handed out round-robin (a just-released port is reused last, so late packets
+/// of an old call rarely reach a new one).
+#[derive(Debug)]
+struct PortPool {
+    min: u16,
+    max: u16,
+    next: u16,
+    in_use: HashSet<u16>,
+}
+
+impl PortPool {
+    fn new(min: u16, max: u16) -> PortPool {
+        let min = min.max(1024) & !1;
+        let max = max.max(min + 1);
+        PortPool { min, max, next: min, in_use: HashSet::new() }
+    }
+
+    fn take(&mut self) -> Option<u16> {
+        let slots = usize::from((self.max - self.min) / 2).max(1);
+        for _ in 0..slots {
+            let port = self.next;
+            self.next = if self.next + 2 >= self.max { self.min } else { self.next + 2 };
+            if self.in_use.insert(port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    fn give(&mut self, port: u16) {
+        self.in_use.remove(&port);
+    }
+}
+
+/// Counters of one leg, readable while it runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    /// From an address other than the latched/negotiated one.
+    pub dropped_foreign: AtomicU64,
+    /// Not RTP, or with a payload type we did not negotiate.
+    pub dropped_malformed: AtomicU64,
+    pub concealed: AtomicU64,
+    pub late: AtomicU64,
+}
+
+/// Something the application should know about a leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A digit: RFC 4733 event, or an in-band tone when the peer has no telephone-event.
+    Dtmf { digit: char, duration_ms: u32 },
+    /// No RTP from the peer for `rtp_timeout`.
+    RtpTimeout,
+}
+
+/// How a recording ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordEnd {
+    MaxDuration,
+    Silence,
+    FinishKey(char),
+    /// Stopped by the application or the call ended (the file is finalized either way).
+    Stopped,
+}
+
+/// A finished recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub path: PathBuf,
+    pub duration_ms: u64,
+    pub ended_by: RecordEnd,
+}
+
+/// What to record and when to stop.
+#[derive(Debug, Clone)]
+pub struct RecordSpec {
+    pub path: PathBuf,
+    pub max_duration: Duration,
+    /// Stop after this much silence once speech was heard (zero: never).
+    pub silence_timeout: Duration,
+    pub finish_keys: String,
+}
+
+enum Command {
+    Start(Negotiated),
+    Play {
+        pcm: Arc<[i16]>,
+        done: oneshot::Sender<bool>,
+    },
+    StopPlay,
+    Record {
+        spec: RecordSpec,
+        done: oneshot::Sender<Result<Recorded, WavError>>,
+    },
+    StopRecord,
+    SendDtmf {
+        digits: String,
+        done: oneshot::Sender<()>,
+    },
+    /// Relay packets received from now on to this other leg (None: stop).
+    Bridge(Option<mpsc::UnboundedSender<Command>>),
+    /// An RTP packet from the bridged leg, to send to our peer.
+    Relay {
+        packet: Vec<u8>,
+        codec: Codec,
+        pt: u8,
+        te: Option<u8>,
+    },
+}
+
+/// Opens media legs.
+#[derive(Debug, Clone)]
+pub struct MediaEngine {
+    config: Arc<MediaConfig>,
+    pool: Arc<Mutex<PortPool>>,
+}
+
+impl MediaEngine {
+    pub fn new(config: MediaConfig) -> MediaEngine {
+        let pool = PortPool::new(config.port_min, config.port_max);
+        MediaEngine { config: Arc::new(config), pool: Arc::new(Mutex::new(pool)) }
+    }
+
+    pub fn config(&self) -> &MediaConfig {
+        &self.config
+    }
+
+    /// Ports in use (each leg holds an RTP/RTCP pair).
+    pub fn legs_in_use(&self) -> usize {
+        self.pool.lock().map_or(0, |p| p.in_use.len())
+    }
+
+    /// A new leg on a fresh port pair, idle until [`Session::start`].
+    pub async fn open(&self) -> std::io::Result<Session> {
+        for _ in 0..64 {
+            let Some(port) = self.pool.lock().ok().and_then(|mut p| p.take()) else { break };
+            let guard = PortGuard { port, pool: self.pool.clone() };
+            let rtp = match UdpSocket::bind((self.config.bind_ip, port)).await {
+                Ok(s) => s,
+                Err(_) => continue, // taken by another process: try the next pair
+            };
+            let rtcp = match UdpSocket::bind((self.config.bind_ip, port + 1)).await {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+            let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+            let stats = Arc::new(Stats::default());
+            let leg = Leg::new(self.config.clone(), stats.clone(), ev_tx);
+            tokio::spawn(leg.run(rtp, rtcp, cmd_rx));
+            return Ok(Session {
+                local: SocketAddr::new(self.config.advertised_ip, port),
+                commands: cmd_tx,
+                events: ev_rx,
+                stats,
+                _port: guard,
+            });
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("no free RTP port pair in {}-{}", self.config.port_min, self.config.port_max),
+        ))
+    }
+}
+
+/// Returns the port pair to the pool when the leg's handle is dropped.
+#[derive(Debug)]
+struct PortGuard {
+    port: u16,
+    pool: Arc<Mutex<PortPool>>,
+}
+
+impl Drop for PortGuard {
+    fn drop(&mut self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.give(self.port);
+        }
+    }
+}
+
+/// The application's handle on one leg.
+#[derive(Debug)]
+pub struct Session {
+    local: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<MediaEvent>,
+    stats: Arc<Stats>,
+    _port: PortGuard,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Start(_) => "Start",
+            Command::Play { .. } => "Play",
+            Command::StopPlay => "StopPlay",
+            Command::Record { .. } => "Record",
+            Command::StopRecord => "StopRecord",
+            Command::SendDtmf { .. } => "SendDtmf",
+            Command::Bridge(_) => "Bridge",
+            Command::Relay { .. } => "Relay",
+        })
+    }
+}
+
+impl Session {
+    /// Where we receive RTP (for our SDP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Starts (or, after a re-INVITE, updates) the stream with what SDP agreed.
+    pub fn start(&self, negotiated: Negotiated) {
+        let _ = self.commands.send(Command::Start(negotiated));
+    }
+
+    /// Plays 8 kHz samples; resolves `true` when played to the end, `false` when stopped
+    /// ([`stop_play`](Self::stop_play), another play, or the leg ended).
+    pub fn play(&self, pcm: Arc<[i16]>) -> oneshot::Receiver<bool> {
+        let (done, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::Play { pcm, done });
+        rx
+    }
+
+    pub fn stop_play(&self) {
+        let _ = self.commands.send(Command::StopPlay);
+    }
+
+    /// Records what the peer says to a mono 8 kHz WAV file until a stop condition; the file is
+    /// finalized (valid WAV) whatever ends it, the leg's end included.
+    pub fn record(&self, spec: RecordSpec) -> oneshot::Receiver<Result<Recorded, WavError>> {
+        let (done, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::Record { spec, done });
+        rx
+    }
+
+    pub fn stop_record(&self) {
+        let _ = self.commands.send(Command::StopRecord);
+    }
+
+    /// Sends digits as RFC 4733 events (in-band tones are not generated).
+    pub fn send_dtmf(&self, digits: &str) -> oneshot::Receiver<()> {
+        let (done, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::SendDtmf { digits: digits.to_owned(), done });
+        rx
+    }
+
+    /// The next event; `None` once the leg's task has ended.
+    pub async fn next_event(&mut self) -> Option<MediaEvent> {
+        self.events.recv().await
+    }
+
+    /// An event if one is waiting.
+    pub fn try_event(&mut self) -> Option<MediaEvent> {
+        self.events.try_recv().ok()
+    }
+}
+
+/// Connects two legs: what each peer sends is relayed to the other — untouched when both
+/// legs use the same codec, transcoded between µ-law and A-law otherwise. While bridged, a
+/// leg sends nothing of its own.
+pub fn bridge(a: &Session, b: &Session) {
+    let _ = a.commands.send(Command::Bridge(Some(b.commands.clone())));
+    let _ = b.commands.send(Command::Bridge(Some(a.commands.clone())));
+}
+
+/// Ends a bridge made by [`bridge`].
+pub fn unbridge(a: &Session, b: &Session) {
+    let _ = a.commands.send(Command::Bridge(None));
+    let _ = b.commands.send(Command::Bridge(None));
+}
+
+/// A recording in progress. Silence is held back until speech follows it, so a recording
+/// starts shortly before the first word and ends at the last (leading and trailing silence
+/// trimmed; pauses inside the message kept), and one with no speech at all is empty.
+struct Recording {
+    writer: WavWriter<BufWriter<std::fs::File>>,
+    spec: RecordSpec,
+    path: PathBuf,
+    /// Samples written to the file.
+    samples: u64,
+    /// Samples seen since the recording started (for the maximum duration).
+    elapsed: u64,
+    /// Silent samples not written yet.
+    held: Vec<i16>,
+    done: oneshot::Sender<Result<Recorded, WavError>>,
+}
+
+/// Mean absolute amplitude above which a frame counts as speech (about -40 dBFS).
+const SPEECH_LEVEL: u64 = 330;
+/// Silence kept before the first speech of a recording (100 ms).
+const PRE_ROLL: usize = 800;
+
+impl Recording {
+    /// Appends a frame; `Some(end)` when a stop condition is met.
+    fn push(&mut self, samples: &[i16]) -> Option<RecordEnd> {
+        self.elapsed += samples.len() as u64;
+        let level = samples.iter().map(|s| u64::from(s.unsigned_abs())).sum::<u64>()
+            / samples.len().max(1) as u64;
+        let written = if level >= SPEECH_LEVEL {
+            let mut held = std::mem::take(&mut self.held);
+            if self.samples == 0 {
+                // Leading silence is trimmed too, keeping a short pre-roll so a soft start
+                // under the speech threshold is not clipped.
+                held.drain(..held.len().saturating_sub(PRE_ROLL));
+            }
+            self.writer
+                .write_mono(&held)
+                .and_then(|()| self.writer.write_mono(samples))
+                .map(|()| held.len() + samples.len())
+        } else {
+            self.held.extend_from_slice(samples);
+            Ok(0)
+        };
+        match written {
+            Ok(n) => self.samples += n as u64,
+            Err(e) => {
+                tracing::warn!("recording {}: {e}", self.path.display());
+                return Some(RecordEnd::Stopped);
+            }
+        }
+        let ms = |samples: u64| samples / 8;
+        if ms(self.elapsed) >= self.spec.max_duration.as_millis() as u64 {
+            return Some(RecordEnd::MaxDuration);
+        }
+        let silence = self.spec.silence_timeout.as_millis() as u64;
+        if silence > 0 && ms(self.held.len() as u64) >= silence {
+            return Some(RecordEnd::Silence);
+        }
+        None
+    }
+
+    fn finish(self, ended_by: RecordEnd) {
+        let duration_ms = self.samples / 8;
+        let result =
+            self.writer.finalize().map(|_| Recorded { path: self.path, duration_ms, ended_by });
+        let _ = self.done.send(result);
+    }
+}
+
+/// The state of one leg, owned by its task.
+struct Leg {
+    config: Arc<MediaConfig>,
+    stats: Arc<Stats>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    negotiated: Option<Negotiated>,
+    /// The negotiated address (port may change once, to the latched source).
+    expected: Option<SocketAddr>,
+    latched: Option<SocketAddr>,
+    ssrc: Ssrc,
+    seq: Seq,
+    timestamp: Timestamp,
+    jitter: JitterBuffer<Vec<u8>>,
+    tones: ToneDetector,
+    events_in: DtmfEventReceiver,
+    playing: Option<(Arc<[i16]>, usize, oneshot::Sender<bool>)>,
+    dtmf_out: VecDeque<(Vec<u8>, bool, u64)>,
+    dtmf_done: Option<oneshot::Sender<()>>,
+    recording: Option<Recording>,
+    bridge: Option<mpsc::UnboundedSender<Command>>,
+    last_rx: Instant,
+    timed_out: bool,
+    started: Instant,
+    last_frame: Vec<i16>,
+}
+
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x0056_544d_4544_4941);
+    h.finish() as u32
+}
+
+impl Leg {
+    fn new(
+        config: Arc<MediaConfig>,
+        stats: Arc<Stats>,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> Leg {
+        let now = Instant::now();
+        Leg {
+            config,
+            stats,
+            events,
+            negotiated: None,
+            expected: None,
+            latched: None,
+            ssrc: Ssrc(random_u32()),
+            seq: Seq(random_u32() as u16),
+            timestamp: Timestamp(random_u32()),
+            jitter: JitterBuffer::new(JitterConfig::default()),
+            tones: ToneDetector::new(),
+            events_in: DtmfEventReceiver::new(),
+            playing: None,
+            dtmf_out: VecDeque::new(),
+            dtmf_done: None,
+            recording: None,
+            bridge: None,
+            last_rx: now,
+            timed_out: false,
+            started: now,
+            last_frame: vec![0; FRAME],
+        }
+    }
+
+    async fn run(
+        mut self,
+        rtp: UdpSocket,
+        rtcp: UdpSocket,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS));
+        // Catch up after a stall: the peer's clock keeps running, so must ours.
+        tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 1500];
+        loop {
+            tokio::select! {
+                received = rtp.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = received {
+                        self.receive(&buf[..n], from);
+                    }
+                }
+                // RTCP from the peer is read (so it does not queue up) and not used yet.
+                _ = rtcp.recv_from(&mut rtcp_buf) => {}
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command, &rtp).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.tick(&rtp).await,
+            }
+        }
+        if let Some((_, _, done)) = self.playing.take() {
+            let _ = done.send(false);
+        }
+        if let Some(recording) = self.recording.take() {
+            recording.finish(RecordEnd::Stopped);
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether a packet from `from` belongs to this leg (strict latching).
+    fn accept_source(&mut self, from: SocketAddr) -> bool {
+        match (self.latched, self.expected) {
+            (Some(latched), _) => latched == from,
+            (None, Some(expected)) if expected.ip() == from.ip() => {
+                self.latched = Some(from);
+                true
+            }
+            // Started without an address (peer on hold): nothing is accepted.
+            _ => false,
+        }
+    }
+
+    fn receive(&mut self, bytes: &[u8], from: SocketAddr) {
+        let Some(n) = self.negotiated.clone() else {
+            self.stats.dropped_foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !self.accept_source(from) {
+            self.stats.dropped_foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Ok(packet) = RtpPacket::parse(bytes) else {
+            self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.stats.packets_in.fetch_add(1, Ordering::Relaxed);
+        self.last_rx = Instant::now();
+        self.timed_out = false;
+        let pt = packet.header.payload_type;
+        if let Some(peer) = &self.bridge {
+            let relay = Command::Relay {
+                packet: bytes.to_vec(),
+                codec: n.codec,
+                pt: n.pt,
+                te: n.telephone_event,
+            };
+            let _ = peer.send(relay);
+        }
+        if Some(pt) == n.telephone_event {
+            if self.events_in.handle_packet(packet.header.timestamp, packet.payload).is_err() {
+                self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+            }
+            while let Some(d) = self.events_in.poll_digit() {
+                self.digit(d.digit, d.duration_ms(8000));
+            }
+            return;
+        }
+        if pt != n.pt {
+            self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now = self.now_ms();
+        let seq = packet.header.seq;
+        let ts = packet.header.timestamp;
+        if self.jitter.push(seq, ts, packet.payload.to_vec(), now)
+            == crate::jitter::PushOutcome::Late
+        {
+            self.stats.late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn digit(&mut self, digit: char, duration_ms: u32) {
+        if let Some(recording) = &self.recording
+            && recording.spec.finish_keys.contains(digit)
+        {
+            if let Some(r) = self.recording.take() {
+                r.finish(RecordEnd::FinishKey(digit));
+            }
+            return;
+        }
+        let _ = self.events.send(MediaEvent::Dtmf { digit, duration_ms });
+    }
+
+    fn law(&self) -> Law {
+        match self.negotiated.as_ref().map(|n| n.codec) {
+            Some(Codec::Pcma) => Law::A,
+            _ => Law::Mu,
+        }
+    }
+
+    async fn command(&mut self, command: Command, rtp: &UdpSocket) {
+        match command {
+            Command::Start(n) => {
+                if self.expected.map(|a| a.ip()) != n.remote.map(|a| a.ip()) {
+                    self.latched = None;
+                }
+                self.expected = n.remote;
+                self.last_rx = Instant::now();
+                self.negotiated = Some(n);
+            }
+            Command::Play { pcm, done } => {
+                if let Some((_, _, old)) = self.playing.replace((pcm, 0, done)) {
+                    let _ = old.send(false);
+                }
+            }
+            Command::StopPlay => {
+                if let Some((_, _, done)) = self.playing.take() {
+                    let _ = done.send(false);
+                }
+            }
+            Command::Record { spec, done } => {
+                if let Some(old) = self.recording.take() {
+                    old.finish(RecordEnd::Stopped);
+                }
+                let writer = std::fs::File::create(&spec.path)
+                    .map_err(WavError::from)
+                    .and_then(|f| WavWriter::new(BufWriter::new(f), 8000, 1));
+                match writer {
+                    Ok(writer) => {
+                        self.recording = Some(Recording {
+                            writer,
+                            path: spec.path.clone(),
+                            spec,
+                            samples: 0,
+                            elapsed: 0,
+                            held: Vec::new(),
+                            done,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e));
+                    }
+                }
+            }
+            Command::StopRecord => {
+                if let Some(r) = self.recording.take() {
+                    r.finish(RecordEnd::Stopped);
+                }
+            }
+            Command::SendDtmf { digits, done } => {
+                let Some(te) = self.negotiated.as_ref().and_then(|n| n.telephone_event) else {
+                    let _ = done.send(());
+                    return;
+                };
+                let sender = DtmfEventSender::new(8000);
+                let mut at = self.now_ms();
+                for digit in digits.chars() {
+                    let start = self.timestamp;
+                    if let Ok(packets) = sender.packets(digit, start, 100) {
+                        for p in packets {
+                            let mut header = RtpHeader::new(te, Seq(0), p.timestamp, self.ssrc);
+                            header.marker = p.marker;
+                            if let Ok(bytes) = header.to_packet(&p.payload()) {
+                                self.dtmf_out.push_back((
+                                    bytes,
+                                    p.marker,
+                                    at + u64::from(p.send_at_ms),
+                                ));
+                            }
+                        }
+                    }
+                    at += 200;
+                }
+                self.dtmf_done = Some(done);
+            }
+            Command::Bridge(peer) => {
+                self.bridge = peer;
+                if let Some((_, _, done)) = self.playing.take() {
+                    let _ = done.send(false);
+                }
+            }
+            Command::Relay { packet, codec, pt, te } => {
+                self.relay(rtp, packet, codec, pt, te).await
+            }
+        }
+    }
+
+    /// Sends a packet from the bridged leg to our peer, translating payload types and
+    /// transcoding G.711 when the legs differ.
+    async fn relay(
+        &mut self,
+        rtp: &UdpSocket,
+        mut packet: Vec<u8>,
+        codec: Codec,
+        pt: u8,
+        te: Option<u8>,
+    ) {
+        let Some(n) = self.negotiated.clone() else { return };
+        let Some(to) = self.latched.or(n.remote) else { return };
+        if !n.direction.sends() || packet.len() < 12 {
+            return;
+        }
+        let their_pt = packet[1] & 0x7f;
+        let marker = packet[1] & 0x80;
+        if Some(their_pt) == te {
+            let Some(our_te) = n.telephone_event else { return };
+            packet[1] = marker | our_te;
+        } else if their_pt == pt {
+            if codec != n.codec {
+                let (from, to_law) = match (codec, n.codec) {
+                    (Codec::Pcmu, Codec::Pcma) => (Law::Mu, Law::A),
+                    (Codec::Pcma, Codec::Pcmu) => (Law::A, Law::Mu),
+                    _ => return, // Opus legs are not relayed without the Opus feature
+                };
+                let Ok(parsed) = RtpPacket::parse(&packet) else { return };
+                let header_len = packet.len() - parsed.payload.len();
+                let mut payload = Vec::with_capacity(parsed.payload.len());
+                from.transcode(to_law, parsed.payload, &mut payload);
+                packet.truncate(header_len);
+                packet.extend_from_slice(&payload);
+            }
+            packet[1] = marker | n.pt;
+        } else {
+            return;
+        }
+        if rtp.send_to(&packet, to).await.is_ok() {
+            self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn tick(&mut self, rtp: &UdpSocket) {
+        let Some(n) = self.negotiated.clone() else { return };
+        let now = self.now_ms();
+        // Receive path: one frame of the peer's audio, for the tone detector and recorder.
+        let law = self.law();
+        let mut frame = Vec::with_capacity(FRAME);
+        match self.jitter.pop(now) {
+            Frame::Audio { payload, .. } => law.decode(&payload, &mut frame),
+            Frame::Concealed { .. } => {
+                self.stats.concealed.fetch_add(1, Ordering::Relaxed);
+                // Repeat the last frame, attenuated: simple and inaudible for one packet.
+                frame.extend(self.last_frame.iter().map(|s| s / 2));
+            }
+            Frame::Empty => frame.resize(FRAME, 0),
+        }
+        if n.telephone_event.is_none() {
+            for digit in self.tones.push(&frame) {
+                self.digit(digit, 0);
+            }
+        }
+        if let Some(recording) = self.recording.as_mut()
+            && let Some(end) = recording.push(&frame)
+            && let Some(r) = self.recording.take()
+        {
+            r.finish(end);
+        }
+        self.last_frame = frame;
+        if !self.timed_out
+            && n.remote.is_some()
+            && self.last_rx.elapsed() >= self.config.rtp_timeout
+        {
+            self.timed_out = true;
+            let _ = self.events.send(MediaEvent::RtpTimeout);
+        }
+        // Send path: our frame (prompt or silence) unless bridged or not sending.
+        let ts = self.timestamp;
+        self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+        let Some(to) = self.latched.or(n.remote) else { return };
+        if !n.direction.sends() || self.bridge.is_some() {
+            return;
+        }
+        while let Some((_, _, at)) = self.dtmf_out.front() {
+            if *at > now {
+                break;
+            }
+            if let Some((mut bytes, _, _)) = self.dtmf_out.pop_front() {
+                // Sequence numbers are assigned at send time.
+                bytes[2..4].copy_from_slice(&self.seq.0.to_be_bytes());
+                self.seq = self.seq.next();
+                let _ = rtp.send_to(&bytes, to).await;
+            }
+            if self.dtmf_out.is_empty()
+                && let Some(done) = self.dtmf_done.take()
+            {
+                let _ = done.send(());
+            }
+        }
+        let mut samples = [0i16; FRAME];
+        let mut finished = false;
+        if let Some((pcm, pos, _)) = self.playing.as_mut() {
+            let end = (*pos + FRAME).min(pcm.len());
+            if let Some(chunk) = pcm.get(*pos..end) {
+                samples[..chunk.len()].copy_from_slice(chunk);
+            }
+            *pos = end;
+            finished = end >= pcm.len();
+        }
+        if finished && let Some((_, _, done)) = self.playing.take() {
+            let _ = done.send(true);
+        }
+        let mut payload = Vec::with_capacity(FRAME);
+        law.encode(&samples, &mut payload);
+        let header = RtpHeader::new(n.pt, self.seq, ts, self.ssrc);
+        self.seq = self.seq.next();
+        if let Ok(bytes) = header.to_packet(&payload)
+            && rtp.send_to(&bytes, to).await.is_ok()
+        {
+            self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Prompts: what `say` and `play` put on a call, as 8 kHz mono samples.
+//!
+//! - `say(text)` goes through a [`Tts`] engine. The built-in one runs espeak-ng (Debian
+//!   package `espeak-ng`) as a process; a render is cached by text + voice in memory and, with
+//!   a cache directory, on disk — a greeting is synthesised once per machine, not per call.
+//!   Cloud engines plug in behind the same trait.
+//! - `play(name)` reads a WAV asset from the assets directory (any common rate and bit depth;
+//!   resampled), cached in memory. Names cannot leave the directory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use voxide_media::resample;
+use voxide_media::wav::read_wav;
+
+/// Samples per second of everything this module returns.
+pub const RATE: u32 = 8000;
+
+/// A text-to-speech engine. `render` may block (it runs on a blocking thread).
+pub trait Tts: Send + Sync + std::fmt::Debug {
+    /// Speech for `text` as 8 kHz mono samples.
+    fn render(&self, text: &str, voice: Option<&str>) -> Result<Vec<i16>, String>;
+    /// A name for logs and cache keys (engine + version), so two engines never share renders.
+    fn id(&self) -> String;
+}
+
+/// espeak-ng, called as a process (`espeak-ng -w out.wav`, text on stdin).
+#[derive(Debug, Clone)]
+pub struct Espeak {
+    pub binary: PathBuf,
+}
+
+impl Espeak {
+    /// espeak-ng from `PATH`, if installed.
+    pub fn find() -> Option<Espeak> {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("espeak-ng"))
+            .find(|p| p.is_file())
+            .map(|binary| Espeak { binary })
+    }
+}
+
+impl Tts for Espeak {
+    fn render(&self, text: &str, voice: Option<&str>) -> Result<Vec<i16>, String> {
+        use std::io::Write;
+        static RENDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = TempFile(
+            std::env::temp_dir().join(format!("voxide-tts-{}-{n}.wav", std::process::id())),
+        );
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.arg("-w").arg(&out.0).arg("--stdin");
+        if let Some(voice) =
+            voice.filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || "-+_".contains(c)))
+        {
+            cmd.args(["-v", voice]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {}: {e}", self.binary.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(text.as_bytes()).map_err(|e| format!("espeak-ng stdin: {e}"))?;
+        }
+        let output = child.wait_with_output().map_err(|e| format!("espeak-ng: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "espeak-ng failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let bytes = std::fs::read(&out.0).map_err(|e| format!("reading TTS output: {e}"))?;
+        to_8k(&bytes)
+    }
+
+    fn id(&self) -> String {
+        "espeak-ng".into()
+    }
+}
+
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Decodes a WAV file to 8 kHz mono.
+pub fn to_8k(bytes: &[u8]) -> Result<Vec<i16>, String> {
+    let audio = read_wav(bytes).map_err(|e| e.to_string())?;
+    Ok(if audio.sample_rate == RATE {
+        audio.samples
+    } else {
+        resample::resample(&audio.samples, audio.sample_rate, RATE).map_err(|e| e.to_string())?
+    })
+}
+
+/// Why a prompt could not be produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromptError {
+    #[error("no text-to-speech engine: install espeak-ng (Debian package espeak-ng)")]
+    NoTts,
+    #[error("text-to-speech failed: {0}")]
+    Tts(String),
+    #[error("media {0:?} is not an asset name (letters, digits, - _ . / only, no ..)")]
+    BadName(String),
+    #[error(
+        "media {0:?}: URLs need the flow manifest's allow-list (control plane), not available yet"
+    )]
+    Url(String),
+    #[error("media {name:?}: {why}")]
+    Asset { name: String, why: String },
+}
+
+/// Renders and caches prompts. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Prompts {
+    tts: Option<Arc<dyn Tts>>,
+    assets: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    memory: Arc<Mutex<HashMap<String, Arc<[i16]>>>>,
+}
+
+/// Renders kept in memory at most (oldest dropped first is not tracked: the map is cleared).
+const MEMORY_ENTRIES: usize = 2048;
+
+impl Prompts {
+    /// `tts`: the speech engine (None: `say` fails with [`PromptError::NoTts`]); `assets`:
+    /// where `play` looks; `cache_dir`: where renders are kept across restarts.
+    pub fn new(
+        tts: Option<Arc<dyn Tts>>,
+        assets: Option<PathBuf>,
+        cache_dir: Option<PathBuf>,
+    ) -> Prompts {
+        Prompts { tts, assets, cache_dir, memory: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    pub fn has_tts(&self) -> bool {
+        self.tts.is_some()
+    }
+
+    fn remember(&self, key: String, pcm: Arc<[i16]>) {
+        if let Ok(mut memory) = self.memory.lock() {
+            if memory.len() >= MEMORY_ENTRIES {
+                memory.clear();
+            }
+            memory.insert(key, pcm);
+        }
+    }
+
+    fn recall(&self, key: &str) -> Option<Arc<[i16]>> {
+        self.memory.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    /// Speech for `text`, rendered once per text, voice and engine.
+    pub async fn say(&self, text: &str, voice: Option<&str>) -> Result<Arc<[i16]>, PromptError> {
+        let tts = self.tts.clone().ok_or(PromptError::NoTts)?;
+        let key = hex::encode(Sha256::digest(
+            format!("{}\0{}\0{text}", tts.id(), voice.unwrap_or_default()).as_bytes(),
+        ));
+        if let Some(pcm) = self.recall(&key) {
+            return Ok(pcm);
+        }
+        let disk = self.cache_dir.as_ref().map(|d| d.join(format!("{key}.pcm")));
+        if let Some(path) = &disk
+            && let Ok(bytes) = tokio::fs::read(path).await
+        {
+            let pcm: Arc<[i16]> =
+                bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+            self.remember(key, pcm.clone());
+            return Ok(pcm);
+        }
+        let (text, voice) = (text.to_owned(), voice.map(str::to_owned));
+        let pcm = tokio::task::spawn_blocking(move || tts.render(&text, voice.as_deref()))
+            .await
+            .map_err(|e| PromptError::Tts(e.to_string()))?
+            .map_err(PromptError::Tts)?;
+        let pcm: Arc<[i16]> = pcm.into();
+        if let Some(path) = disk {
+            let bytes: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
+            write_atomically(&path, &bytes).await;
+        }
+        self.remember(key, pcm.clone());
+        Ok(pcm)
+    }
+
+    /// A WAV asset by name (relative to the assets directory).
+    pub async fn play(&self, name: &str) -> Result<Arc<[i16]>, PromptError> {
+        if name.contains("://") {
+            return Err(PromptError::Url(name.to_owned()));
+        }
+        let valid = !name.is_empty()
+            && !name.starts_with('/')
+            && name.split('/').all(|part| !part.is_empty() && part != ".." && part != ".")
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !valid {
+            return Err(PromptError::BadName(name.to_owned()));
+        }
+        let key = format!("asset:{name}");
+        if let Some(pcm) = self.recall(&key) {
+            return Ok(pcm);
+        }
+        let asset = |why: String| PromptError::Asset { name: name.to_owned(), why };
+        let dir =
+            self.assets.as_ref().ok_or_else(|| asset("no assets directory configured".into()))?;
+        let bytes = tokio::fs::read(dir.join(name)).await.map_err(|e| asset(e.to_string()))?;
+        let pcm: Arc<[i16]> = to_8k(&bytes).map_err(asset)?.into();
+        self.remember(key, pcm.clone());
+        Ok(pcm)
+    }
+}
+
+async fn write_atomically(path: &Path, bytes: &[u8]) {
+    let Some(dir) = path.parent() else { return };
+    if tokio::fs::create_dir_all(dir).await.is_err() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if tokio::fs::write(&tmp, bytes).await.is_ok() {
+        let _ = tokio::fs::rename(&tmp, path).await;
+    }
+}
+
+/// A beep: 400 ms of 1 kHz at -12 dBFS, with 5 ms fades.
+pub fn beep() -> Arc<[i16]> {
+    let n = (RATE as usize) * 400 / 1000;
+    let fade = (RATE as usize) * 5 / 1000;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / f64::from(RATE);
+            let gain = (i.min(n - 1 - i) as f64 / fade as f64).min(1.0);
+            (8192.0 * gain * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn asset_names_cannot_escape_the_directory() {
+        let prompts = Prompts::new(None, Some(PathBuf::from("/nonexistent")), None);
+        for bad in ["../etc/passwd", "/etc/passwd", "a/../../b", "a//b", "x y.wav", ""] {
+            assert!(matches!(prompts.play(bad).await, Err(PromptError::BadName(_))), "{bad}");
+        }
+        assert!(matches!(prompts.play("https://x/y.wav").await, Err(PromptError::Url(_))));
+        assert!(matches!(prompts.play("missing.wav").await, Err(PromptError::Asset { .. })));
+        assert_eq!(prompts.say("hi", None).await, Err(PromptError::NoTts));
+    }
+
+    #[tokio::test]
+    async fn espeak_renders_speech_once_and_caches_it() {
+        let Some(espeak) = Espeak::find() else {
+            // scripts/test.sh installs espeak-ng; only a bare `cargo test` may lack it.
+            assert!(std::env::var_os("CI").is_none(), "espeak-ng must be installed in CI");
+            eprintln!("espeak-ng not installed: skipped");
+            return;
+        };
+        let cache = tempfile::tempdir().unwrap();
+        let prompts = Prompts::new(Some(Arc::new(espeak)), None, Some(cache.path().into()));
+        let pcm = prompts.say("Hello from Voxide.", None).await.unwrap();
+        // About a second of speech, not silence.
+        assert!((4000..40_000).contains(&pcm.len()), "{} samples", pcm.len());
+        let loud = pcm.iter().filter(|s| s.unsigned_abs() > 1000).count();
+        assert!(loud > pcm.len() / 20, "mostly silent: {loud} loud samples");
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1, "cached on disk");
+        let again = Prompts::new(None, None, Some(cache.path().into()));
+        // A fresh instance without an engine still fails fast (NoTts) rather than reading
+        // a cache it cannot refill; with the same engine it reads the disk cache.
+        assert_eq!(again.say("Hello from Voxide.", None).await, Err(PromptError::NoTts));
+    }
+}
