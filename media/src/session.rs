@@ -26,6 +26,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::dtmf::{DtmfEventReceiver, DtmfEventSender, ToneDetector};
 use crate::g711::Law;
 use crate::jitter::{Frame, JitterBuffer, JitterConfig};
+use crate::rtcp::{NtpTimestamp, ReceiverStats, SenderInfo, SenderReport};
 use crate::rtp::{RtpHeader, RtpPacket, Seq, Ssrc, Timestamp};
 use crate::sdp::{Codec, Negotiated};
 use crate::wav::{WavError, WavWriter};
@@ -429,6 +430,12 @@ struct Leg {
     timed_out: bool,
     started: Instant,
     last_frame: Vec<i16>,
+    /// RFC 3550 reception statistics of the peer's stream, for our reports.
+    rx_stats: ReceiverStats,
+    peer_ssrc: Option<Ssrc>,
+    sent_packets: u32,
+    sent_octets: u32,
+    ticks: u64,
 }
 
 fn random_u32() -> u32 {
@@ -467,6 +474,11 @@ impl Leg {
             timed_out: false,
             started: now,
             last_frame: vec![0; FRAME],
+            rx_stats: ReceiverStats::new(),
+            peer_ssrc: None,
+            sent_packets: 0,
+            sent_octets: 0,
+            ticks: 0,
         }
     }
 
@@ -494,7 +506,14 @@ impl Leg {
                     Some(command) => self.command(command, &rtp).await,
                     None => break,
                 },
-                _ = tick.tick() => self.tick(&rtp).await,
+                _ = tick.tick() => {
+                    self.tick(&rtp).await;
+                    self.ticks += 1;
+                    // RTCP: a first report after 1 s, then every 5 s (RFC 3550 §6.2).
+                    if self.ticks == 50 || (self.ticks > 50 && self.ticks.is_multiple_of(250)) {
+                        self.report(&rtcp).await;
+                    }
+                }
             }
         }
         if let Some((_, _, done)) = self.playing.take() {
@@ -539,6 +558,9 @@ impl Leg {
         self.last_rx = Instant::now();
         self.timed_out = false;
         let pt = packet.header.payload_type;
+        self.peer_ssrc = Some(packet.header.ssrc);
+        let arrival = (self.now_ms() * 8) as u32;
+        self.rx_stats.record(packet.header.seq, packet.header.timestamp, arrival);
         if let Some(peer) = &self.bridge {
             let relay = Command::Relay {
                 packet: bytes.to_vec(),
@@ -798,6 +820,39 @@ impl Leg {
             && rtp.send_to(&bytes, to).await.is_ok()
         {
             self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+            self.sent_packets = self.sent_packets.wrapping_add(1);
+            self.sent_octets = self.sent_octets.wrapping_add(payload.len() as u32);
+        }
+    }
+
+    /// Sends a sender report (with a reception report of the peer's stream, if any) to the
+    /// peer's RTCP port: the RTP port + 1 (no rtcp-mux).
+    async fn report(&mut self, rtcp: &UdpSocket) {
+        let Some(n) = &self.negotiated else { return };
+        let Some(rtp_to) = self.latched.or(n.remote) else { return };
+        let to = SocketAddr::new(rtp_to.ip(), rtp_to.port().wrapping_add(1));
+        let reports = match self.peer_ssrc {
+            Some(ssrc) => vec![self.rx_stats.report_block(ssrc, 0, 0)],
+            None => Vec::new(),
+        };
+        let unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        // NTP time: seconds since 1900 in the high 32 bits, the fraction in the low 32.
+        let ntp = ((unix.as_secs() + 2_208_988_800) << 32)
+            | ((u64::from(unix.subsec_nanos()) << 32) / 1_000_000_000);
+        let sr = SenderReport {
+            ssrc: self.ssrc,
+            info: SenderInfo {
+                ntp_timestamp: NtpTimestamp(ntp),
+                rtp_timestamp: self.timestamp,
+                packet_count: self.sent_packets,
+                octet_count: self.sent_octets,
+            },
+            reports,
+        };
+        let mut bytes = Vec::with_capacity(64);
+        if sr.write(&mut bytes).is_ok() {
+            let _ = rtcp.send_to(&bytes, to).await;
         }
     }
 }
