@@ -1,0 +1,233 @@
+//! The media shell on real loopback sockets: a peer is a plain UDP socket speaking RTP.
+
+#![cfg(feature = "net")]
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use voxide_media::g711::Law;
+use voxide_media::rtp::{RtpHeader, RtpPacket, Seq, Ssrc, Timestamp};
+use voxide_media::sdp::{Codec, Direction, Negotiated};
+use voxide_media::session::{MediaConfig, MediaEngine, MediaEvent, RecordSpec, bridge};
+
+fn engine(rtp_timeout: Duration) -> MediaEngine {
+    MediaEngine::new(MediaConfig {
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        advertised_ip: "127.0.0.1".parse().unwrap(),
+        port_min: 30_000,
+        port_max: 40_000,
+        rtp_timeout,
+    })
+}
+
+fn negotiated(peer: SocketAddr, codec: Codec) -> Negotiated {
+    Negotiated {
+        remote: Some(peer),
+        codec,
+        pt: codec.default_pt(),
+        telephone_event: Some(101),
+        ptime_ms: 20,
+        direction: Direction::SendRecv,
+    }
+}
+
+fn packet(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
+    RtpHeader::new(pt, Seq(seq), Timestamp(u32::from(seq) * 160), Ssrc(7))
+        .to_packet(payload)
+        .unwrap()
+}
+
+/// An RFC 4733 packet of the event that started at RTP time `start` (all its packets share it).
+fn event_packet(seq: u16, start: u32, payload: &[u8]) -> Vec<u8> {
+    RtpHeader::new(101, Seq(seq), Timestamp(start), Ssrc(7)).to_packet(payload).unwrap()
+}
+
+/// Receives RTP packets until `n` arrived or the time is up.
+async fn collect(socket: &UdpSocket, n: usize, within: Duration) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    let deadline = tokio::time::Instant::now() + within;
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+            Ok(Ok((len, _))) => got.push(buf[..len].to_vec()),
+            _ => break,
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leg_plays_at_20_ms_and_reports_done() {
+    let engine = engine(Duration::from_secs(60));
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let leg = engine.open().await.unwrap();
+    leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+    // 200 ms of a square wave.
+    let pcm: Arc<[i16]> = (0..1600).map(|i| if i % 20 < 10 { 8000 } else { -8000 }).collect();
+    let done = leg.play(pcm.clone());
+    let packets = collect(&peer, 10, Duration::from_secs(2)).await;
+    assert!(done.await.unwrap(), "played to the end");
+    assert_eq!(packets.len(), 10);
+    let mut decoded = Vec::new();
+    for p in &packets {
+        let rtp = RtpPacket::parse(p).unwrap();
+        assert_eq!(rtp.header.payload_type, 0);
+        assert_eq!(rtp.payload.len(), 160, "20 ms of PCMU");
+        Law::Mu.decode(rtp.payload, &mut decoded);
+    }
+    // The prompt is in there, in order (leading silence frames may precede it).
+    let start = decoded.iter().position(|s| s.unsigned_abs() > 4000).unwrap();
+    for (i, s) in decoded[start..start + 800].iter().enumerate() {
+        assert_eq!(s.signum(), pcm[i].signum(), "sample {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_latching_drops_a_stranger_and_rfc4733_digits_arrive_once() {
+    let engine = engine(Duration::from_secs(60));
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut leg = engine.open().await.unwrap();
+    leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+    let to = leg.local_addr();
+    // The peer's first packet latches the leg to its address.
+    peer.send_to(&packet(0, 1, &[0xff; 160]), to).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A stranger on the same IP sends a digit: dropped, not heard.
+    let event = |end: bool| {
+        let mut p = [5u8, 10, 0, 160];
+        if end {
+            p[1] |= 0x80;
+        }
+        p
+    };
+    for end in [false, true, true, true] {
+        stranger.send_to(&event_packet(2, 320, &event(end)), to).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(leg.try_event(), None, "the stranger's digit got through");
+    assert!(leg.stats().dropped_foreign.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+    // The peer's digit (start, update, three end packets) is one '5'.
+    for (seq, end) in [(3, false), (4, false), (5, true), (6, true), (7, true)] {
+        peer.send_to(&event_packet(seq, 480, &event(end)), to).await.unwrap();
+    }
+    let got = tokio::time::timeout(Duration::from_secs(2), leg.next_event()).await.unwrap();
+    assert_eq!(got, Some(MediaEvent::Dtmf { digit: '5', duration_ms: 20 }));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(leg.try_event(), None, "one digit, not one per packet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridged_legs_relay_packets_intact_and_transcode_between_laws() {
+    let engine = engine(Duration::from_secs(60));
+    let (alice, bob) = (
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let a = engine.open().await.unwrap();
+    let b = engine.open().await.unwrap();
+    a.start(negotiated(alice.local_addr().unwrap(), Codec::Pcmu));
+    b.start(negotiated(bob.local_addr().unwrap(), Codec::Pcmu));
+    bridge(&a, &b);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Both legs speak PCMU: Bob gets Alice's packets byte for byte, and the other way round.
+    let sent: Vec<Vec<u8>> = (0..20u16).map(|i| packet(0, 100 + i, &[i as u8; 160])).collect();
+    for p in &sent {
+        alice.send_to(p, a.local_addr()).await.unwrap();
+        bob.send_to(p, b.local_addr()).await.unwrap();
+    }
+    let at_bob = collect(&bob, 20, Duration::from_secs(2)).await;
+    let at_alice = collect(&alice, 20, Duration::from_secs(2)).await;
+    assert_eq!(at_bob, sent, "relayed untouched to Bob");
+    assert_eq!(at_alice, sent, "relayed untouched to Alice");
+
+    // A-law on one side: payloads are transcoded, headers keep their sequence numbers.
+    let c = engine.open().await.unwrap();
+    let carol = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.start(negotiated(carol.local_addr().unwrap(), Codec::Pcma));
+    let d = engine.open().await.unwrap();
+    let dave = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    d.start(negotiated(dave.local_addr().unwrap(), Codec::Pcmu));
+    bridge(&c, &d);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let tone: Vec<i16> = (0..160).map(|i| ((i as f64 / 8.0).sin() * 10_000.0) as i16).collect();
+    let mut alaw = Vec::new();
+    Law::A.encode(&tone, &mut alaw);
+    carol.send_to(&packet(8, 9, &alaw), c.local_addr()).await.unwrap();
+    let got = collect(&dave, 1, Duration::from_secs(2)).await;
+    let rtp = RtpPacket::parse(&got[0]).unwrap();
+    assert_eq!((rtp.header.payload_type, rtp.header.seq), (0, Seq(9)));
+    let mut heard = Vec::new();
+    Law::Mu.decode(rtp.payload, &mut heard);
+    for (x, y) in tone.iter().zip(&heard) {
+        assert!((i32::from(*x) - i32::from(*y)).abs() < 700, "{x} vs {y}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_from_the_peer_ends_in_an_rtp_timeout() {
+    let engine = engine(Duration::from_millis(300));
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut leg = engine.open().await.unwrap();
+    leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+    let event = tokio::time::timeout(Duration::from_secs(2), leg.next_event()).await.unwrap();
+    assert_eq!(event, Some(MediaEvent::RtpTimeout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_cut_short_by_the_end_of_the_leg_is_a_valid_wav() {
+    let engine = engine(Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let leg = engine.open().await.unwrap();
+    leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+    let path = dir.path().join("cut.wav");
+    let done = leg.record(RecordSpec {
+        path: path.clone(),
+        max_duration: Duration::from_secs(60),
+        silence_timeout: Duration::ZERO,
+        finish_keys: "#".into(),
+    });
+    let loud: Vec<i16> = (0..160).map(|i| if i % 16 < 8 { 6000 } else { -6000 }).collect();
+    let mut payload = Vec::new();
+    Law::Mu.encode(&loud, &mut payload);
+    for seq in 0..25u16 {
+        peer.send_to(&packet(0, seq, &payload), leg.local_addr()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(leg); // the caller hangs up mid-message
+    let recorded = done.await.unwrap().unwrap();
+    let wav = voxide_media::wav::read_wav(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(wav.samples.len() as u64, recorded.duration_ms * 8);
+    // 500 ms sent, plus up to 100 ms of pre-roll silence kept before the first word.
+    assert!((440..=620).contains(&recorded.duration_ms), "{} ms", recorded.duration_ms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_come_back_to_the_pool() {
+    let engine = MediaEngine::new(MediaConfig {
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        advertised_ip: "127.0.0.1".parse().unwrap(),
+        port_min: 41_000,
+        port_max: 41_006,
+        rtp_timeout: Duration::from_secs(60),
+    });
+    let legs: Vec<_> = futures_join(&engine, 3).await;
+    assert_eq!(engine.legs_in_use(), 3);
+    assert!(engine.open().await.is_err(), "the range holds three pairs");
+    drop(legs);
+    assert_eq!(engine.legs_in_use(), 0);
+    assert!(engine.open().await.is_ok());
+}
+
+async fn futures_join(engine: &MediaEngine, n: usize) -> Vec<voxide_media::session::Session> {
+    let mut legs = Vec::new();
+    for _ in 0..n {
+        legs.push(engine.open().await.unwrap());
+    }
+    legs
+}
