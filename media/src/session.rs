@@ -4,7 +4,8 @@
 //! The application talks to a leg through a [`Session`] handle: [`start`](Session::start) it
 //! with what SDP negotiated, [`play`](Session::play) audio, [`record`](Session::record) the
 //! caller, [`bridge`] two legs, and read [`MediaEvent`]s (digits, RTP timeout). Dropping the
-//! handle ends the task, finalizes a recording in progress and returns the ports to the pool.
+//! handle ends the task, which finalizes a recording in progress, closes the sockets and then
+//! returns the ports to the pool.
 //!
 //! Security: symmetric RTP with strict latching. Until a packet arrives, only the address SDP
 //! named (any port on that IP, for NAT) is accepted; the first accepted packet latches the
@@ -161,8 +162,9 @@ enum Command {
         digits: String,
         done: oneshot::Sender<()>,
     },
-    /// Relay packets received from now on to this other leg (None: stop).
-    Bridge(Option<mpsc::UnboundedSender<Command>>),
+    /// Relay packets received from now on to this other leg (None: stop). Weak, so two
+    /// bridged legs never keep each other alive once their handles are dropped.
+    Bridge(Option<mpsc::WeakUnboundedSender<Command>>),
     /// An RTP packet from the bridged leg, to send to our peer.
     Relay {
         packet: Vec<u8>,
@@ -196,38 +198,54 @@ impl MediaEngine {
 
     /// A new leg on a fresh port pair, idle until [`Session::start`].
     pub async fn open(&self) -> std::io::Result<Session> {
+        let mut last_error = None;
         for _ in 0..64 {
             let Some(port) = self.pool.lock().ok().and_then(|mut p| p.take()) else { break };
             let guard = PortGuard { port, pool: self.pool.clone() };
-            let rtp = match UdpSocket::bind((self.config.bind_ip, port)).await {
-                Ok(s) => s,
-                Err(_) => continue, // taken by another process: try the next pair
+            let bound = async {
+                let rtp = UdpSocket::bind((self.config.bind_ip, port)).await?;
+                let rtcp = UdpSocket::bind((self.config.bind_ip, port + 1)).await?;
+                Ok::<_, std::io::Error>((rtp, rtcp))
             };
-            let rtcp = match UdpSocket::bind((self.config.bind_ip, port + 1)).await {
-                Ok(s) => s,
-                Err(_) => continue,
+            let (rtp, rtcp) = match bound.await {
+                Ok(pair) => pair,
+                // Taken by another process: try the next pair. Running out of file
+                // descriptors is not a port problem: say so.
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    last_error = Some(std::io::Error::new(e.kind(), format!("port {port}: {e}")));
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::unbounded_channel();
             let stats = Arc::new(Stats::default());
             let leg = Leg::new(self.config.clone(), stats.clone(), ev_tx);
-            tokio::spawn(leg.run(rtp, rtcp, cmd_rx));
+            // The task owns the port pair: it is free again only once its sockets are closed.
+            tokio::spawn(async move {
+                leg.run(rtp, rtcp, cmd_rx).await;
+                drop(guard);
+            });
             return Ok(Session {
                 local: SocketAddr::new(self.config.advertised_ip, port),
                 commands: cmd_tx,
                 events: ev_rx,
                 stats,
-                _port: guard,
             });
         }
         Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
-            format!("no free RTP port pair in {}-{}", self.config.port_min, self.config.port_max),
+            format!(
+                "no free RTP port pair in {}-{} ({})",
+                self.config.port_min,
+                self.config.port_max,
+                last_error.map_or_else(|| "all in use".into(), |e| e.to_string())
+            ),
         ))
     }
 }
 
-/// Returns the port pair to the pool when the leg's handle is dropped.
+/// Returns the port pair to the pool when the leg's task ends (after its sockets closed).
 #[derive(Debug)]
 struct PortGuard {
     port: u16,
@@ -249,7 +267,6 @@ pub struct Session {
     commands: mpsc::UnboundedSender<Command>,
     events: mpsc::UnboundedReceiver<MediaEvent>,
     stats: Arc<Stats>,
-    _port: PortGuard,
 }
 
 impl std::fmt::Debug for Command {
@@ -328,8 +345,8 @@ impl Session {
 /// legs use the same codec, transcoded between µ-law and A-law otherwise. While bridged, a
 /// leg sends nothing of its own.
 pub fn bridge(a: &Session, b: &Session) {
-    let _ = a.commands.send(Command::Bridge(Some(b.commands.clone())));
-    let _ = b.commands.send(Command::Bridge(Some(a.commands.clone())));
+    let _ = a.commands.send(Command::Bridge(Some(b.commands.downgrade())));
+    let _ = b.commands.send(Command::Bridge(Some(a.commands.downgrade())));
 }
 
 /// Ends a bridge made by [`bridge`].
@@ -425,7 +442,7 @@ struct Leg {
     dtmf_out: VecDeque<(Vec<u8>, bool, u64)>,
     dtmf_done: Option<oneshot::Sender<()>>,
     recording: Option<Recording>,
-    bridge: Option<mpsc::UnboundedSender<Command>>,
+    bridge: Option<mpsc::WeakUnboundedSender<Command>>,
     last_rx: Instant,
     timed_out: bool,
     started: Instant,
@@ -561,7 +578,7 @@ impl Leg {
         self.peer_ssrc = Some(packet.header.ssrc);
         let arrival = (self.now_ms() * 8) as u32;
         self.rx_stats.record(packet.header.seq, packet.header.timestamp, arrival);
-        if let Some(peer) = &self.bridge {
+        if let Some(peer) = self.bridge.as_ref().and_then(mpsc::WeakUnboundedSender::upgrade) {
             let relay = Command::Relay {
                 packet: bytes.to_vec(),
                 codec: n.codec,
