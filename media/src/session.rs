@@ -165,6 +165,10 @@ enum Command {
     /// Relay packets received from now on to this other leg (None: stop). Weak, so two
     /// bridged legs never keep each other alive once their handles are dropped.
     Bridge(Option<mpsc::WeakUnboundedSender<Command>>),
+    /// Join a conference room (None: leave the one we are in).
+    Conference(Option<(mpsc::UnboundedSender<RoomMsg>, u64)>),
+    /// The room's mix for us (everyone but us), to play in our next frame.
+    Mix(Vec<i16>),
     /// An RTP packet from the bridged leg, to send to our peer.
     Relay {
         packet: Vec<u8>,
@@ -279,6 +283,8 @@ impl std::fmt::Debug for Command {
             Command::StopRecord => "StopRecord",
             Command::SendDtmf { .. } => "SendDtmf",
             Command::Bridge(_) => "Bridge",
+            Command::Conference(_) => "Conference",
+            Command::Mix(_) => "Mix",
             Command::Relay { .. } => "Relay",
         })
     }
@@ -353,6 +359,165 @@ pub fn bridge(a: &Session, b: &Session) {
 pub fn unbridge(a: &Session, b: &Session) {
     let _ = a.commands.send(Command::Bridge(None));
     let _ = b.commands.send(Command::Bridge(None));
+}
+
+/// Messages to a conference room's task.
+#[derive(Debug)]
+enum RoomMsg {
+    Join { id: u64, leg: mpsc::WeakUnboundedSender<Command>, done: oneshot::Sender<RoomEnd> },
+    Leave { id: u64 },
+    Frame { id: u64, samples: Vec<i16> },
+}
+
+/// Why a participant's conference ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomEnd {
+    /// Everyone else left (after someone else had been there).
+    Alone,
+    /// The room was closed.
+    Closed,
+}
+
+/// A conference room: a task that mixes its participants every 20 ms, each hearing everyone
+/// but themselves (mix-minus), with a short tone when someone joins (high) or leaves (low).
+/// Cheap to clone; the room ends when its last handle and participant are gone.
+#[derive(Debug, Clone)]
+pub struct Room {
+    tx: mpsc::UnboundedSender<RoomMsg>,
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Room::new()
+    }
+}
+
+impl Room {
+    pub fn new() -> Room {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(room_task(rx));
+        Room { tx }
+    }
+
+    /// Puts `leg` in the room; resolves when the conference ends for it (or with an error
+    /// once the leg leaves the room — it hung up or was moved).
+    pub fn join(&self, leg: &Session) -> oneshot::Receiver<RoomEnd> {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        let (done, rx) = oneshot::channel();
+        let _ = self.tx.send(RoomMsg::Join { id, leg: leg.commands.downgrade(), done });
+        let _ = leg.commands.send(Command::Conference(Some((self.tx.clone(), id))));
+        rx
+    }
+
+    /// Takes `leg` out of the room.
+    pub fn leave(leg: &Session) {
+        let _ = leg.commands.send(Command::Conference(None));
+    }
+
+    /// A handle that does not keep the room alive (for a registry of rooms by name).
+    pub fn downgrade(&self) -> WeakRoom {
+        WeakRoom(self.tx.downgrade())
+    }
+}
+
+/// A room handle that does not keep it alive; see [`Room::downgrade`].
+#[derive(Debug, Clone)]
+pub struct WeakRoom(mpsc::WeakUnboundedSender<RoomMsg>);
+
+impl WeakRoom {
+    /// The room, if it still has handles or participants.
+    pub fn upgrade(&self) -> Option<Room> {
+        self.0.upgrade().map(|tx| Room { tx })
+    }
+}
+
+struct Member {
+    leg: mpsc::WeakUnboundedSender<Command>,
+    frame: Option<Vec<i16>>,
+    done: Option<oneshot::Sender<RoomEnd>>,
+}
+
+/// A tone of `hz` for 200 ms at -18 dBFS.
+fn room_tone(hz: f64) -> Vec<i16> {
+    (0..1600)
+        .map(|i| ((i as f64 * 2.0 * std::f64::consts::PI * hz / 8000.0).sin() * 4000.0) as i16)
+        .collect()
+}
+
+async fn room_task(mut rx: mpsc::UnboundedReceiver<RoomMsg>) {
+    let mut members: std::collections::BTreeMap<u64, Member> = std::collections::BTreeMap::new();
+    let mut mixer = crate::mixer::Mixer::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut tone: Vec<i16> = Vec::new();
+    let mut peak = 0usize;
+    let silence = vec![0i16; FRAME];
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                None => break,
+                Some(RoomMsg::Join { id, leg, done }) => {
+                    members.insert(id, Member { leg, frame: None, done: Some(done) });
+                    peak = peak.max(members.len());
+                    if members.len() > 1 {
+                        tone = room_tone(880.0);
+                    }
+                }
+                Some(RoomMsg::Leave { id }) => {
+                    if members.remove(&id).is_some() {
+                        tone = room_tone(440.0);
+                    }
+                    // The last one left after a conversation: the conference is over for them.
+                    if members.len() == 1 && peak > 1
+                        && let Some(last) = members.values_mut().next()
+                        && let Some(done) = last.done.take()
+                    {
+                        let _ = done.send(RoomEnd::Alone);
+                    }
+                }
+                Some(RoomMsg::Frame { id, samples }) => {
+                    if let Some(m) = members.get_mut(&id) {
+                        m.frame = Some(samples);
+                    }
+                }
+            },
+            _ = tick.tick() => {
+                if members.is_empty() {
+                    continue;
+                }
+                let inputs: Vec<Vec<i16>> =
+                    members.values_mut().map(|m| m.frame.take().unwrap_or_else(|| silence.clone())).collect();
+                let refs: Vec<&[i16]> = inputs.iter().map(Vec::as_slice).collect();
+                let mut mixes = mixer.mix_minus(&refs);
+                if !tone.is_empty() {
+                    let n = tone.len().min(FRAME);
+                    let chunk: Vec<i16> = tone.drain(..n).collect();
+                    for mix in &mut mixes {
+                        for (s, t) in mix.iter_mut().zip(&chunk) {
+                            *s = s.saturating_add(*t);
+                        }
+                    }
+                }
+                let mut mixes = mixes.into_iter();
+                members.retain(|_, m| {
+                    let mix = mixes.next().unwrap_or_default();
+                    match m.leg.upgrade() {
+                        Some(leg) => {
+                            let _ = leg.send(Command::Mix(mix));
+                            true
+                        }
+                        None => false,
+                    }
+                });
+            }
+        }
+    }
+    for m in members.into_values() {
+        if let Some(done) = m.done {
+            let _ = done.send(RoomEnd::Closed);
+        }
+    }
 }
 
 /// A recording in progress. Silence is held back until speech follows it, so a recording
@@ -443,6 +608,10 @@ struct Leg {
     dtmf_done: Option<oneshot::Sender<()>>,
     recording: Option<Recording>,
     bridge: Option<mpsc::WeakUnboundedSender<Command>>,
+    /// The room we are in and our id there.
+    room: Option<(mpsc::UnboundedSender<RoomMsg>, u64)>,
+    /// The latest mix the room sent us.
+    mix: Option<Vec<i16>>,
     last_rx: Instant,
     timed_out: bool,
     started: Instant,
@@ -487,6 +656,8 @@ impl Leg {
             dtmf_done: None,
             recording: None,
             bridge: None,
+            room: None,
+            mix: None,
             last_rx: now,
             timed_out: false,
             started: now,
@@ -538,6 +709,9 @@ impl Leg {
         }
         if let Some(recording) = self.recording.take() {
             recording.finish(RecordEnd::Stopped);
+        }
+        if let Some((room, id)) = self.room.take() {
+            let _ = room.send(RoomMsg::Leave { id });
         }
     }
 
@@ -710,6 +884,14 @@ impl Leg {
                     let _ = done.send(false);
                 }
             }
+            Command::Conference(room) => {
+                if let Some((old, id)) = self.room.take() {
+                    let _ = old.send(RoomMsg::Leave { id });
+                }
+                self.mix = None;
+                self.room = room;
+            }
+            Command::Mix(samples) => self.mix = Some(samples),
             Command::Relay { packet, codec, pt, te } => {
                 self.relay(rtp, packet, codec, pt, te).await
             }
@@ -785,6 +967,9 @@ impl Leg {
         {
             r.finish(end);
         }
+        if let Some((room, id)) = &self.room {
+            let _ = room.send(RoomMsg::Frame { id: *id, samples: frame.clone() });
+        }
         self.last_frame = frame;
         if !self.timed_out
             && n.remote.is_some()
@@ -828,6 +1013,12 @@ impl Leg {
         }
         if finished && let Some((_, _, done)) = self.playing.take() {
             let _ = done.send(true);
+        }
+        // In a conference we hear the room (everyone else), mixed over any prompt.
+        if let Some(mix) = self.mix.take() {
+            for (out, m) in samples.iter_mut().zip(&mix) {
+                *out = out.saturating_add(*m);
+            }
         }
         let mut payload = Vec::with_capacity(FRAME);
         law.encode(&samples, &mut payload);

@@ -11,7 +11,9 @@ use tokio::net::UdpSocket;
 use voxide_media::g711::Law;
 use voxide_media::rtp::{RtpHeader, RtpPacket, Seq, Ssrc, Timestamp};
 use voxide_media::sdp::{Codec, Direction, Negotiated};
-use voxide_media::session::{MediaConfig, MediaEngine, MediaEvent, RecordSpec, bridge};
+use voxide_media::session::{
+    MediaConfig, MediaEngine, MediaEvent, RecordSpec, Room, RoomEnd, bridge,
+};
 
 fn engine(rtp_timeout: Duration) -> MediaEngine {
     MediaEngine::new(MediaConfig {
@@ -237,4 +239,59 @@ async fn futures_join(engine: &MediaEngine, n: usize) -> Vec<voxide_media::sessi
         legs.push(engine.open().await.unwrap());
     }
     legs
+}
+
+/// Mean absolute amplitude of the PCMU packets in `packets`.
+fn level(packets: &[Vec<u8>]) -> u64 {
+    let mut pcm = Vec::new();
+    for p in packets {
+        if let Ok(rtp) = RtpPacket::parse(p) {
+            Law::Mu.decode(rtp.payload, &mut pcm);
+        }
+    }
+    pcm.iter().map(|s| u64::from(s.unsigned_abs())).sum::<u64>() / pcm.len().max(1) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conference_lets_each_hear_the_others_but_not_itself() {
+    let engine = engine(Duration::from_secs(60));
+    let room = Room::new();
+    let mut peers = Vec::new();
+    let mut legs = Vec::new();
+    let mut ends = Vec::new();
+    for _ in 0..3 {
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let leg = engine.open().await.unwrap();
+        leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+        ends.push(room.join(&leg));
+        peers.push(peer);
+        legs.push(leg);
+    }
+    // Let the join tones pass, then only the first caller speaks for a second.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let loud: Vec<i16> = (0..160).map(|i| if i % 16 < 8 { 8000 } else { -8000 }).collect();
+    let mut payload = Vec::new();
+    Law::Mu.encode(&loud, &mut payload);
+    let mut heard: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
+    let mut buf = vec![0u8; 2048];
+    for seq in 0..50u16 {
+        peers[0].send_to(&packet(0, seq, &payload), legs[0].local_addr()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for (i, peer) in peers.iter().enumerate() {
+            while let Ok((n, _)) = peer.try_recv_from(&mut buf) {
+                if seq > 10 {
+                    heard[i].push(buf[..n].to_vec());
+                }
+            }
+        }
+    }
+    let levels: Vec<u64> = heard.iter().map(|h| level(h)).collect();
+    assert!(levels[1] > 2000 && levels[2] > 2000, "the others hear the speaker: {levels:?}");
+    assert!(levels[0] < 200, "the speaker does not hear itself: {levels:?}");
+    // Two leave: the last one is told the conference is over.
+    drop(legs.remove(2));
+    drop(legs.remove(1));
+    let last = ends.remove(0);
+    let end = tokio::time::timeout(Duration::from_secs(2), last).await.unwrap().unwrap();
+    assert_eq!(end, RoomEnd::Alone);
 }
