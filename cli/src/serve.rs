@@ -162,7 +162,7 @@ struct RouteConfig {
 
 fn sample_routes() -> Vec<RouteConfig> {
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sample-flows");
-    ["hello", "ivr-menu", "voicemail"]
+    ["hello", "ivr-menu", "voicemail", "conference"]
         .iter()
         .map(|name| RouteConfig {
             pattern: (*name).into(),
@@ -289,11 +289,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let assets = config.media.assets.clone().unwrap_or_else(|| data_dir.join("assets"));
-    let media = Arc::new(MediaServices {
-        engine: MediaEngine::new(media_config),
-        prompts: Prompts::new(tts, Some(assets), Some(data_dir.join("tts"))),
-        recordings_dir: data_dir.join("recordings"),
-    });
+    let media = Arc::new(MediaServices::new(
+        MediaEngine::new(media_config),
+        Prompts::new(tts, Some(assets), Some(data_dir.join("tts"))),
+        data_dir.join("recordings"),
+    ));
     println!("RTP ports {port_min}-{port_max}, recordings in {}", media.recordings_dir.display());
     let (sip, events) = server.spawn();
     let calls = tokio::spawn(calls::serve(

@@ -664,3 +664,32 @@ fn baresip_registers_calls_hello_and_hears_it() {
     assert!(audio.samples.len() > 8000, "under a second of audio decoded");
     assert!(loud > audio.samples.len() / 50, "baresip heard silence");
 }
+
+#[test]
+fn conference_callers_meet_and_the_last_one_is_told_it_is_over() {
+    let config = format!(
+        "[[routes]]\nmatch = \"meet\"\nflow = {:?}\n",
+        repo().join("sample-flows/conference")
+    );
+    let server = serve_config(&config, &[]);
+    // The first caller stays 6 s (greeting, then the room) and hangs up; the second, in the
+    // room with them, is then alone: the flow says the meeting is over and hangs up on them.
+    let first = {
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            run_sipp(
+                "uac-stay-then-hang-up.xml",
+                free_port(),
+                Some(addr),
+                30,
+                &["-s", "meet", "-d", "6000"],
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, out) =
+        run_sipp("uac-flow-hangs-up.xml", free_port(), Some(server.addr), 30, &["-s", "meet"]);
+    let (first_ok, first_out) = first.join().unwrap();
+    assert!(first_ok, "first caller:\n{first_out}");
+    assert!(ok, "the second caller was not told the meeting is over:\n{out}");
+}

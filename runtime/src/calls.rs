@@ -35,7 +35,9 @@ use crate::prompts::{self, PromptError, Prompts};
 use crate::sim::speech_ms;
 use std::path::PathBuf;
 use voxide_media::sdp::{self, Codec, Direction as MediaDirection};
-use voxide_media::session::{MediaEngine, MediaEvent, RecordSpec, Session, bridge, unbridge};
+use voxide_media::session::{
+    MediaEngine, MediaEvent, RecordSpec, Room, Session, WeakRoom, bridge, unbridge,
+};
 
 /// One routing rule: a called number / Request-URI user to a flow.
 #[derive(Debug, Clone)]
@@ -228,12 +230,33 @@ pub struct SipCall {
     recordings: u32,
 }
 
-/// What real media needs: the RTP engine, prompts, where recordings go.
-#[derive(Debug, Clone)]
+/// What real media needs: the RTP engine, prompts, where recordings go, conference rooms.
+#[derive(Debug)]
 pub struct MediaServices {
     pub engine: MediaEngine,
     pub prompts: Prompts,
     pub recordings_dir: PathBuf,
+    /// Rooms by name; an entry does not keep its room alive.
+    rooms: std::sync::Mutex<HashMap<String, WeakRoom>>,
+}
+
+impl MediaServices {
+    pub fn new(engine: MediaEngine, prompts: Prompts, recordings_dir: PathBuf) -> MediaServices {
+        MediaServices { engine, prompts, recordings_dir, rooms: Default::default() }
+    }
+
+    /// The room called `name`, created on first use.
+    fn room(&self, name: &str) -> Room {
+        let Ok(mut rooms) = self.rooms.lock() else { return Room::new() };
+        if let Some(room) = rooms.get(name).and_then(WeakRoom::upgrade) {
+            return room;
+        }
+        // Forget rooms that ended, so names do not pile up.
+        rooms.retain(|_, r| r.upgrade().is_some());
+        let room = Room::new();
+        rooms.insert(name.to_owned(), room.downgrade());
+        room
+    }
 }
 
 /// Codecs we negotiate, in our order of preference.
@@ -947,9 +970,49 @@ impl CallControl for SipCall {
         Err(Self::unavailable("enqueue"))
     }
 
-    async fn conference(&mut self, _room: String) -> CallResult<()> {
+    async fn conference(&mut self, room: String) -> CallResult<()> {
         self.live()?;
-        Err(Self::unavailable("conference"))
+        let Some(media) = self.media.clone() else { return Err(Self::unavailable("conference")) };
+        if room.is_empty() || room.len() > 128 {
+            return Err(CallError::InvalidArgument("room names are 1-128 characters".into()));
+        }
+        self.answer().await?;
+        let Some(session) = self.session.take() else {
+            return Err(Self::unavailable("conference"));
+        };
+        // Rooms are per tenant once tenants exist; today there is one ("local").
+        let room = media.room(&format!("local/{room}"));
+        let mut done = room.join(&session);
+        drop(room);
+        tracing::info!(call = self.call.0, "joined conference");
+        let mut session = Some(session);
+        let result = loop {
+            tokio::select! {
+                // The others all left (or the room closed): the conference is over for us.
+                _ = &mut done => break Ok(()),
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        break Err(CallError::Hangup);
+                    }
+                }
+                event = media_event(&mut session) => match event {
+                    Some(MediaEvent::Dtmf { digit, .. }) => self.dtmf.push_back(digit),
+                    Some(MediaEvent::RtpTimeout) | None => {
+                        if let Some(s) = &session {
+                            Room::leave(s);
+                        }
+                        self.session = session.take();
+                        return Err(self.media_lost().await);
+                    }
+                },
+            }
+        };
+        if let Some(s) = &session {
+            Room::leave(s);
+        }
+        self.session = session;
+        result
     }
 
     async fn transfer(&mut self, target: String) -> CallResult<()> {
