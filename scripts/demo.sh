@@ -7,4 +7,4 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 cargo build -p voxide-cli --locked
-exec ./target/debug/vox test sample-flows/hello sample-flows/ivr-menu sample-flows/voicemail sample-flows/conference "$@"
+exec ./target/debug/vox test sample-flows/hello sample-flows/ivr-menu sample-flows/voicemail sample-flows/conference sample-flows/agent "$@"

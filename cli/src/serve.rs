@@ -162,7 +162,7 @@ struct RouteConfig {
 
 fn sample_routes() -> Vec<RouteConfig> {
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sample-flows");
-    ["hello", "ivr-menu", "voicemail", "conference"]
+    ["hello", "ivr-menu", "voicemail", "conference", "agent"]
         .iter()
         .map(|name| RouteConfig {
             pattern: (*name).into(),

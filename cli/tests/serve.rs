@@ -693,3 +693,38 @@ fn conference_callers_meet_and_the_last_one_is_told_it_is_over() {
     assert!(first_ok, "first caller:\n{first_out}");
     assert!(ok, "the second caller was not told the meeting is over:\n{out}");
 }
+
+#[test]
+fn support_queue_caller_is_taken_by_an_agent_and_both_calls_end_cleanly() {
+    let config = format!(
+        "[[routes]]\nmatch = \"main\"\nflow = {:?}\n\n[[routes]]\nmatch = \"agent\"\nflow = {:?}\n",
+        repo().join("sample-flows/ivr-menu"),
+        repo().join("sample-flows/agent")
+    );
+    let server = serve_config(&config, &[]);
+    // A caller presses 2 and waits in the support queue with hold music…
+    let started = std::time::Instant::now();
+    let caller = {
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            let args = ["-s", "main", "-key", "digit", "2"];
+            let result = run_sipp("uac-press-digit.xml", free_port(), Some(addr), 60, &args);
+            (result, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_secs(4));
+    // … an agent calls in, is bridged to them, talks 3 s and hangs up; the caller's flow then
+    // ends the call (the caller gets a BYE).
+    let (ok, out) = run_sipp(
+        "uac-stay-then-hang-up.xml",
+        free_port(),
+        Some(server.addr),
+        30,
+        &["-s", "agent", "-d", "6000"],
+    );
+    assert!(ok, "agent:\n{out}");
+    let ((caller_ok, caller_out), lasted) = caller.join().unwrap();
+    assert!(caller_ok, "the queued caller's call did not end cleanly:\n{caller_out}");
+    // The caller's call ended after the agent hung up (4 s + 6 s), not when it was queued.
+    assert!(lasted >= Duration::from_secs(9), "the caller was hung up after {lasted:?}");
+}

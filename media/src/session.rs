@@ -355,6 +355,34 @@ pub fn bridge(a: &Session, b: &Session) {
     let _ = b.commands.send(Command::Bridge(Some(a.commands.downgrade())));
 }
 
+/// A handle on a leg owned by another call (a queued caller's), for bridging across calls.
+/// Weak: it does not keep the leg alive.
+#[derive(Debug, Clone)]
+pub struct LegLink(mpsc::WeakUnboundedSender<Command>);
+
+impl Session {
+    /// A link to this leg for [`bridge_links`].
+    pub fn link(&self) -> LegLink {
+        LegLink(self.commands.downgrade())
+    }
+}
+
+/// [`bridge`] for legs known by link; `false` if either leg is gone.
+pub fn bridge_links(a: &LegLink, b: &LegLink) -> bool {
+    let (Some(x), Some(y)) = (a.0.upgrade(), b.0.upgrade()) else { return false };
+    x.send(Command::Bridge(Some(b.0.clone()))).is_ok()
+        && y.send(Command::Bridge(Some(a.0.clone()))).is_ok()
+}
+
+/// Ends the bridges of the linked legs.
+pub fn unbridge_links(a: &LegLink, b: &LegLink) {
+    for link in [a, b] {
+        if let Some(leg) = link.0.upgrade() {
+            let _ = leg.send(Command::Bridge(None));
+        }
+    }
+}
+
 /// Ends a bridge made by [`bridge`].
 pub fn unbridge(a: &Session, b: &Session) {
     let _ = a.commands.send(Command::Bridge(None));

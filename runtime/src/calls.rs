@@ -36,7 +36,8 @@ use crate::sim::speech_ms;
 use std::path::PathBuf;
 use voxide_media::sdp::{self, Codec, Direction as MediaDirection};
 use voxide_media::session::{
-    MediaEngine, MediaEvent, RecordSpec, Room, Session, WeakRoom, bridge, unbridge,
+    LegLink, MediaEngine, MediaEvent, RecordSpec, Room, Session, WeakRoom, bridge, bridge_links,
+    unbridge, unbridge_links,
 };
 
 /// One routing rule: a called number / Request-URI user to a flow.
@@ -238,11 +239,60 @@ pub struct MediaServices {
     pub recordings_dir: PathBuf,
     /// Rooms by name; an entry does not keep its room alive.
     rooms: std::sync::Mutex<HashMap<String, WeakRoom>>,
+    /// Callers waiting in queues, longest-waiting first.
+    queues: std::sync::Mutex<HashMap<String, VecDeque<Waiting>>>,
 }
+
+/// A caller waiting in a queue for an agent.
+#[derive(Debug)]
+struct Waiting {
+    leg: LegLink,
+    /// Closes when the caller leaves the queue or the conversation (hangs up).
+    caller_alive: tokio::sync::oneshot::Receiver<()>,
+    matched: tokio::sync::oneshot::Sender<Matched>,
+}
+
+/// What a queued caller learns when an agent takes the call.
+#[derive(Debug)]
+struct Matched {
+    /// Closes when the agent's side of the conversation ends.
+    agent_alive: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The longest a caller waits in a queue before `enqueue` returns `err(timeout)`.
+const QUEUE_MAX_WAIT: Duration = Duration::from_secs(600);
 
 impl MediaServices {
     pub fn new(engine: MediaEngine, prompts: Prompts, recordings_dir: PathBuf) -> MediaServices {
-        MediaServices { engine, prompts, recordings_dir, rooms: Default::default() }
+        MediaServices {
+            engine,
+            prompts,
+            recordings_dir,
+            rooms: Default::default(),
+            queues: Default::default(),
+        }
+    }
+
+    fn enqueue(&self, queue: &str, waiting: Waiting) {
+        if let Ok(mut queues) = self.queues.lock() {
+            queues.entry(queue.to_owned()).or_default().push_back(waiting);
+        }
+    }
+
+    /// The longest-waiting caller still there, taken off `queue`.
+    fn next_caller(&self, queue: &str) -> Option<Waiting> {
+        let mut queues = self.queues.lock().ok()?;
+        let waiting = queues.get_mut(queue)?;
+        while let Some(mut w) = waiting.pop_front() {
+            // A caller who hung up has closed the channel: skip them.
+            if matches!(
+                w.caller_alive.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+            ) {
+                return Some(w);
+            }
+        }
+        None
     }
 
     /// The room called `name`, created on first use.
@@ -684,6 +734,58 @@ impl SipCall {
         }])
     }
 
+    /// `dial("queue:NAME")`: an agent takes the longest-waiting caller of a queue (waiting up to
+    /// `timeout_ms` for one) and talks to them until either hangs up.
+    async fn take_from_queue(&mut self, queue: &str, timeout_ms: u32) -> CallResult<DialOutcome> {
+        let Some(media) = self.media.clone() else {
+            return Err(Self::unavailable("dial(queue:…)"));
+        };
+        let key = format!("local/{queue}");
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+        let caller = loop {
+            if let Some(caller) = media.next_caller(&key) {
+                break caller;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(DialOutcome::NoAnswer);
+            }
+            let poll = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
+            self.wait_until(poll, false).await?;
+        };
+        self.answer().await?;
+        let Some(agent_link) = self.session.as_ref().map(Session::link) else {
+            return Err(Self::unavailable("dial(queue:…)"));
+        };
+        if !bridge_links(&agent_link, &caller.leg) {
+            return Ok(DialOutcome::Failed("the caller left the queue".into()));
+        }
+        let (alive, agent_alive) = tokio::sync::oneshot::channel::<()>();
+        if caller.matched.send(Matched { agent_alive }).is_err() {
+            unbridge_links(&agent_link, &caller.leg);
+            return Ok(DialOutcome::Failed("the caller left the queue".into()));
+        }
+        tracing::info!(call = self.call.0, "took a caller from queue {queue}");
+        let start = tokio::time::Instant::now();
+        let mut caller_gone = caller.caller_alive;
+        let result = loop {
+            tokio::select! {
+                _ = &mut caller_gone => {
+                    let talk_ms = u32::try_from(start.elapsed().as_millis()).unwrap_or(u32::MAX);
+                    break Ok(DialOutcome::Answered { talk_ms });
+                }
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        break Err(CallError::Hangup);
+                    }
+                }
+            }
+        };
+        unbridge_links(&agent_link, &caller.leg);
+        drop(alive);
+        result
+    }
+
     /// Sends 180 Ringing to the caller once, while unanswered (a dialled leg is ringing).
     async fn ring(&mut self) {
         if !self.answered && !self.ringing {
@@ -847,6 +949,11 @@ impl CallControl for SipCall {
                 "dial: recording bridged calls needs the media engine; not recording"
             );
         }
+        if let [target] = targets.as_slice()
+            && let Some(queue) = target.strip_prefix("queue:")
+        {
+            return self.take_from_queue(queue, opts.timeout_ms).await;
+        }
         let caller_id = opts.caller_id.clone().unwrap_or_else(|| self.caller.clone());
         let from = format!("sip:{}@{}", user_of(&caller_id), self.advertised);
         let (tx, mut events) = mpsc::unbounded_channel();
@@ -965,9 +1072,76 @@ impl CallControl for SipCall {
         })
     }
 
-    async fn enqueue(&mut self, _queue: String) -> CallResult<()> {
+    async fn enqueue(&mut self, queue: String) -> CallResult<()> {
         self.live()?;
-        Err(Self::unavailable("enqueue"))
+        let Some(media) = self.media.clone() else { return Err(Self::unavailable("enqueue")) };
+        if queue.is_empty() || queue.len() > 128 {
+            return Err(CallError::InvalidArgument("queue names are 1-128 characters".into()));
+        }
+        self.answer().await?;
+        let Some(link) = self.session.as_ref().map(Session::link) else {
+            return Err(Self::unavailable("enqueue"));
+        };
+        let (alive, caller_alive) = tokio::sync::oneshot::channel::<()>();
+        let (matched, mut on_match) = tokio::sync::oneshot::channel();
+        media.enqueue(&format!("local/{queue}"), Waiting { leg: link, caller_alive, matched });
+        tracing::info!(call = self.call.0, "waiting in queue {queue}");
+        // Hold music until an agent takes the call (or the wait is too long).
+        let hold = match media.prompts.play("hold-music.wav").await {
+            Ok(pcm) => pcm,
+            Err(_) => prompts::hold_music(),
+        };
+        let deadline = tokio::time::Instant::now() + QUEUE_MAX_WAIT;
+        let agent = loop {
+            let Some(session) = self.session.take() else {
+                return Err(Self::unavailable("enqueue"));
+            };
+            let mut done = session.play(hold.clone());
+            let mut session = Some(session);
+            let outcome = loop {
+                tokio::select! {
+                    _ = &mut done => break None,
+                    m = &mut on_match => break Some(m.map_err(|_| CallError::Failed("the queue went away".into()))),
+                    _ = tokio::time::sleep_until(deadline) => break Some(Err(CallError::Timeout)),
+                    signal = self.signals.recv() => {
+                        self.signal(signal.unwrap_or(Signal::CallerGone));
+                        if self.hung_up {
+                            break Some(Err(CallError::Hangup));
+                        }
+                    }
+                    event = media_event(&mut session) => match event {
+                        Some(MediaEvent::Dtmf { digit, .. }) => self.dtmf.push_back(digit),
+                        Some(MediaEvent::RtpTimeout) | None => {
+                            self.session = session.take();
+                            return Err(self.media_lost().await);
+                        }
+                    },
+                }
+            };
+            if let Some(s) = &session {
+                s.stop_play();
+            }
+            self.session = session;
+            match outcome {
+                None => continue, // the hold music ended: play it again
+                Some(result) => break result?,
+            }
+        };
+        // Bridged by the agent's side; talk until either side hangs up.
+        let mut agent_gone = agent.agent_alive;
+        let result = loop {
+            tokio::select! {
+                _ = &mut agent_gone => break Ok(()),
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        break Err(CallError::Hangup);
+                    }
+                }
+            }
+        };
+        drop(alive);
+        result
     }
 
     async fn conference(&mut self, room: String) -> CallResult<()> {

@@ -229,6 +229,26 @@ async fn write_atomically(path: &Path, bytes: &[u8]) {
     }
 }
 
+/// Hold music when no `hold-music.wav` asset exists: a soft two-note chime every 3 s
+/// (so a caller on hold knows the line is alive).
+pub fn hold_music() -> Arc<[i16]> {
+    let n = RATE as usize * 3;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / f64::from(RATE);
+            let note = |start: f64, hz: f64| {
+                let dt = t - start;
+                if (0.0..0.6).contains(&dt) {
+                    (-4.0 * dt).exp() * (2.0 * std::f64::consts::PI * hz * dt).sin()
+                } else {
+                    0.0
+                }
+            };
+            (3000.0 * (note(0.0, 659.3) + note(0.4, 523.3))) as i16
+        })
+        .collect()
+}
+
 /// A beep: 400 ms of 1 kHz at -12 dBFS, with 5 ms fades.
 pub fn beep() -> Arc<[i16]> {
     let n = (RATE as usize) * 400 / 1000;
