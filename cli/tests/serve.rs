@@ -718,9 +718,9 @@ fn two_baresip_phones_bridged_through_voxide_hear_each_other() {
     assert!(alice_text.contains("Call established"), "alice:\n{alice_text}");
     assert!(bob_text.contains("incoming rtp for 'audio' established"), "bob:\n{bob_text}");
     assert!(alice_text.contains("incoming rtp for 'audio' established"), "alice:\n{alice_text}");
-    // Loss as baresip's RTCP summary sees it (RTCP itself is not relayed across the bridge
-    // yet, so its packet counts are not the peer's).
+    // Bob's RTCP reports are passed across the bridge: Alice's summary counts his packets.
     let (received, lost) = rtcp_summary(&alice_text);
+    assert!(received > 100, "alice's RTCP summary: {received} packets:\n{alice_text}");
     assert_eq!(lost, "0,0", "alice lost packets");
     // Each hears the other's tone, intact (relayed packet for packet, no transcoding).
     let (at_alice, at_bob) =

@@ -169,6 +169,8 @@ enum Command {
     Conference(Option<(mpsc::UnboundedSender<RoomMsg>, u64)>),
     /// The room's mix for us (everyone but us), to play in our next frame.
     Mix(Vec<i16>),
+    /// An RTCP packet from the bridged leg's peer, to pass on to ours.
+    RelayRtcp(Vec<u8>),
     /// An RTP packet from the bridged leg, to send to our peer.
     Relay {
         packet: Vec<u8>,
@@ -286,6 +288,7 @@ impl std::fmt::Debug for Command {
             Command::Conference(_) => "Conference",
             Command::Mix(_) => "Mix",
             Command::Relay { .. } => "Relay",
+            Command::RelayRtcp(_) => "RelayRtcp",
         })
     }
 }
@@ -716,10 +719,18 @@ impl Leg {
                         self.receive(&buf[..n], from);
                     }
                 }
-                // RTCP from the peer is read (so it does not queue up) and not used yet.
-                _ = rtcp.recv_from(&mut rtcp_buf) => {}
+                // RTCP from the peer: passed across a bridge (the far end's reports describe
+                // the media it actually got), otherwise read and dropped.
+                received = rtcp.recv_from(&mut rtcp_buf) => {
+                    if let Ok((n, from)) = received
+                        && self.latched.is_some_and(|l| l.ip() == from.ip())
+                        && let Some(peer) = self.bridge.as_ref().and_then(mpsc::WeakUnboundedSender::upgrade)
+                    {
+                        let _ = peer.send(Command::RelayRtcp(rtcp_buf[..n].to_vec()));
+                    }
+                }
                 command = commands.recv() => match command {
-                    Some(command) => self.command(command, &rtp).await,
+                    Some(command) => self.command(command, &rtp, &rtcp).await,
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -831,7 +842,7 @@ impl Leg {
         }
     }
 
-    async fn command(&mut self, command: Command, rtp: &UdpSocket) {
+    async fn command(&mut self, command: Command, rtp: &UdpSocket, rtcp: &UdpSocket) {
         match command {
             Command::Start(n) => {
                 if self.expected.map(|a| a.ip()) != n.remote.map(|a| a.ip()) {
@@ -920,6 +931,12 @@ impl Leg {
                 self.room = room;
             }
             Command::Mix(samples) => self.mix = Some(samples),
+            Command::RelayRtcp(packet) => {
+                if let Some(to) = self.latched.or(self.negotiated.as_ref().and_then(|n| n.remote)) {
+                    let rtcp_to = SocketAddr::new(to.ip(), to.port().wrapping_add(1));
+                    let _ = rtcp.send_to(&packet, rtcp_to).await;
+                }
+            }
             Command::Relay { packet, codec, pt, te } => {
                 self.relay(rtp, packet, codec, pt, te).await
             }
@@ -1064,6 +1081,10 @@ impl Leg {
     /// Sends a sender report (with a reception report of the peer's stream, if any) to the
     /// peer's RTCP port: the RTP port + 1 (no rtcp-mux).
     async fn report(&mut self, rtcp: &UdpSocket) {
+        // While bridged, the far end's own reports are passed through instead.
+        if self.bridge.is_some() {
+            return;
+        }
         let Some(n) = &self.negotiated else { return };
         let Some(rtp_to) = self.latched.or(n.remote) else { return };
         let to = SocketAddr::new(rtp_to.ip(), rtp_to.port().wrapping_add(1));
