@@ -118,6 +118,7 @@ async fn run(n: usize, seconds: u64, relay: bool) {
                 max_duration: Duration::from_secs(seconds + 30),
                 silence_timeout: Duration::ZERO,
                 finish_keys: String::new(),
+                stereo: false,
             }));
         }
     }

@@ -144,6 +144,9 @@ pub struct RecordSpec {
     /// Stop after this much silence once speech was heard (zero: never).
     pub silence_timeout: Duration,
     pub finish_keys: String,
+    /// Two channels: the peer on the left, the bridged far end on the right (a recorded
+    /// `dial`). Mono otherwise.
+    pub stereo: bool,
 }
 
 enum Command {
@@ -574,23 +577,35 @@ const PRE_ROLL: usize = 800;
 
 impl Recording {
     /// Appends a frame; `Some(end)` when a stop condition is met.
-    fn push(&mut self, samples: &[i16]) -> Option<RecordEnd> {
-        self.elapsed += samples.len() as u64;
-        let level = samples.iter().map(|s| u64::from(s.unsigned_abs())).sum::<u64>()
-            / samples.len().max(1) as u64;
-        let written = if level >= SPEECH_LEVEL {
+    fn push(&mut self, left: &[i16], right: Option<&[i16]>) -> Option<RecordEnd> {
+        let level = |x: &[i16]| {
+            x.iter().map(|s| u64::from(s.unsigned_abs())).sum::<u64>() / x.len().max(1) as u64
+        };
+        let loudest = level(left).max(right.map_or(0, level));
+        // Samples as written: interleaved left/right for a stereo file.
+        let frame: Vec<i16> = match right {
+            Some(right) => left
+                .iter()
+                .zip(right.iter().chain(std::iter::repeat(&0)))
+                .flat_map(|(l, r)| [*l, *r])
+                .collect(),
+            None => left.to_vec(),
+        };
+        let channels = if right.is_some() { 2 } else { 1 };
+        self.elapsed += left.len() as u64;
+        let written = if loudest >= SPEECH_LEVEL {
             let mut held = std::mem::take(&mut self.held);
             if self.samples == 0 {
                 // Leading silence is trimmed too, keeping a short pre-roll so a soft start
                 // under the speech threshold is not clipped.
-                held.drain(..held.len().saturating_sub(PRE_ROLL));
+                held.drain(..held.len().saturating_sub(PRE_ROLL * channels));
             }
             self.writer
-                .write_mono(&held)
-                .and_then(|()| self.writer.write_mono(samples))
-                .map(|()| held.len() + samples.len())
+                .write_interleaved(&held)
+                .and_then(|()| self.writer.write_interleaved(&frame))
+                .map(|()| (held.len() + frame.len()) / channels)
         } else {
-            self.held.extend_from_slice(samples);
+            self.held.extend_from_slice(&frame);
             Ok(0)
         };
         match written {
@@ -605,7 +620,8 @@ impl Recording {
             return Some(RecordEnd::MaxDuration);
         }
         let silence = self.spec.silence_timeout.as_millis() as u64;
-        if silence > 0 && ms(self.held.len() as u64) >= silence {
+        let held_frames = self.held.len() as u64 / if self.spec.stereo { 2 } else { 1 };
+        if silence > 0 && ms(held_frames) >= silence {
             return Some(RecordEnd::Silence);
         }
         None
@@ -643,6 +659,8 @@ struct Leg {
     room: Option<(mpsc::UnboundedSender<RoomMsg>, u64)>,
     /// The latest mix the room sent us.
     mix: Option<Vec<i16>>,
+    /// The bridged far end's audio, decoded, for the right channel of a stereo recording.
+    far: VecDeque<i16>,
     last_rx: Instant,
     timed_out: bool,
     started: Instant,
@@ -689,6 +707,7 @@ impl Leg {
             bridge: None,
             room: None,
             mix: None,
+            far: VecDeque::new(),
             last_rx: now,
             timed_out: false,
             started: now,
@@ -813,6 +832,9 @@ impl Leg {
             self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        if !self.decoding() {
+            return;
+        }
         let now = self.now_ms();
         let seq = packet.header.seq;
         let ts = packet.header.timestamp;
@@ -821,6 +843,11 @@ impl Leg {
         {
             self.stats.late.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the peer's audio is needed here: not while a bridge just relays it.
+    fn decoding(&self) -> bool {
+        self.bridge.is_none() || self.recording.is_some() || self.room.is_some()
     }
 
     fn digit(&mut self, digit: char, duration_ms: u32) {
@@ -866,9 +893,10 @@ impl Leg {
                 if let Some(old) = self.recording.take() {
                     old.finish(RecordEnd::Stopped);
                 }
-                let writer = std::fs::File::create(&spec.path)
-                    .map_err(WavError::from)
-                    .and_then(|f| WavWriter::new(BufWriter::new(f), 8000, 1));
+                let writer =
+                    std::fs::File::create(&spec.path).map_err(WavError::from).and_then(|f| {
+                        WavWriter::new(BufWriter::new(f), 8000, if spec.stereo { 2 } else { 1 })
+                    });
                 match writer {
                     Ok(writer) => {
                         self.recording = Some(Recording {
@@ -938,6 +966,18 @@ impl Leg {
                 }
             }
             Command::Relay { packet, codec, pt, te } => {
+                if self.recording.as_ref().is_some_and(|r| r.spec.stereo)
+                    && let Ok(p) = RtpPacket::parse(&packet)
+                    && p.header.payload_type == pt
+                {
+                    let law = if codec == Codec::Pcma { Law::A } else { Law::Mu };
+                    let mut pcm = Vec::with_capacity(p.payload.len());
+                    law.decode(p.payload, &mut pcm);
+                    self.far.extend(pcm);
+                    // At most a second behind; older audio is dropped.
+                    let excess = self.far.len().saturating_sub(8000);
+                    self.far.drain(..excess);
+                }
                 self.relay(rtp, packet, codec, pt, te).await
             }
         }
@@ -989,6 +1029,18 @@ impl Leg {
     async fn tick(&mut self, rtp: &UdpSocket) {
         let Some(n) = self.negotiated.clone() else { return };
         let now = self.now_ms();
+        if !self.decoding() {
+            // Bridged: packets are relayed as they come; only the clocks move on.
+            self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+            if !self.timed_out
+                && n.remote.is_some()
+                && self.last_rx.elapsed() >= self.config.rtp_timeout
+            {
+                self.timed_out = true;
+                let _ = self.events.send(MediaEvent::RtpTimeout);
+            }
+            return;
+        }
         // Receive path: one frame of the peer's audio, for the tone detector and recorder.
         let law = self.law();
         let mut frame = Vec::with_capacity(FRAME);
@@ -1006,8 +1058,12 @@ impl Leg {
                 self.digit(digit, 0);
             }
         }
+        let far: Option<Vec<i16>> = self.recording.as_ref().filter(|r| r.spec.stereo).map(|_| {
+            let n = FRAME.min(self.far.len());
+            self.far.drain(..n).collect()
+        });
         if let Some(recording) = self.recording.as_mut()
-            && let Some(end) = recording.push(&frame)
+            && let Some(end) = recording.push(&frame, far.as_deref())
             && let Some(r) = self.recording.take()
         {
             r.finish(end);

@@ -192,6 +192,7 @@ async fn a_recording_cut_short_by_the_end_of_the_leg_is_a_valid_wav() {
         max_duration: Duration::from_secs(60),
         silence_timeout: Duration::ZERO,
         finish_keys: "#".into(),
+        stereo: false,
     });
     let loud: Vec<i16> = (0..160).map(|i| if i % 16 < 8 { 6000 } else { -6000 }).collect();
     let mut payload = Vec::new();
@@ -294,4 +295,56 @@ async fn a_conference_lets_each_hear_the_others_but_not_itself() {
     let last = ends.remove(0);
     let end = tokio::time::timeout(Duration::from_secs(2), last).await.unwrap().unwrap();
     assert_eq!(end, RoomEnd::Alone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_call_records_one_party_per_channel() {
+    let engine = engine(Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let a = engine.open().await.unwrap();
+    let b = engine.open().await.unwrap();
+    a.start(negotiated(alice.local_addr().unwrap(), Codec::Pcmu));
+    b.start(negotiated(bob.local_addr().unwrap(), Codec::Pcmu));
+    bridge(&a, &b);
+    let path = dir.path().join("both.wav");
+    let done = a.record(RecordSpec {
+        path: path.clone(),
+        max_duration: Duration::from_secs(60),
+        silence_timeout: Duration::ZERO,
+        finish_keys: String::new(),
+        stereo: true,
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Alice speaks loudly, Bob softly (still above the speech threshold).
+    let square = |amp: i16| -> Vec<u8> {
+        let pcm: Vec<i16> = (0..160).map(|i| if i % 16 < 8 { amp } else { -amp }).collect();
+        let mut out = Vec::new();
+        Law::Mu.encode(&pcm, &mut out);
+        out
+    };
+    for seq in 0..25u16 {
+        alice.send_to(&packet(0, seq, &square(8000)), a.local_addr()).await.unwrap();
+        bob.send_to(&packet(0, seq, &square(2000)), b.local_addr()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.stop_record();
+    let recorded = done.await.unwrap().unwrap();
+    assert!(recorded.duration_ms >= 400, "{} ms", recorded.duration_ms);
+    // A 44-byte header, then interleaved left/right samples.
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[22], bytes[23]]), 2, "two channels");
+    let samples: Vec<i16> =
+        bytes[44..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let mean = |ch: usize| {
+        let v: Vec<u64> =
+            samples.iter().skip(ch).step_by(2).map(|s| u64::from(s.unsigned_abs())).collect();
+        v.iter().sum::<u64>() / v.len().max(1) as u64
+    };
+    let (left, right) = (mean(0), mean(1));
+    assert!(left > 3 * right && right > 500, "left (Alice) {left}, right (Bob) {right}");
 }

@@ -259,6 +259,11 @@ struct Matched {
     agent_alive: tokio::sync::oneshot::Receiver<()>,
 }
 
+/// Resolves with a recording once it is finalized.
+type RecordingDone = tokio::sync::oneshot::Receiver<
+    Result<voxide_media::session::Recorded, voxide_media::wav::WavError>,
+>;
+
 /// The longest a caller waits in a queue before `enqueue` returns `err(timeout)`.
 const QUEUE_MAX_WAIT: Duration = Duration::from_secs(600);
 
@@ -629,6 +634,7 @@ impl SipCall {
             max_duration: Duration::from_millis(u64::from(opts.max_duration_ms.max(1))),
             silence_timeout: Duration::from_millis(u64::from(opts.silence_timeout_ms)),
             finish_keys: opts.finish_on_key.clone().unwrap_or_default(),
+            stereo: false,
         };
         let Some(session) = self.session.take() else {
             return Err(Self::unavailable("record"));
@@ -784,6 +790,46 @@ impl SipCall {
         unbridge_links(&agent_link, &caller.leg);
         drop(alive);
         result
+    }
+
+    /// Starts the two-channel recording of a bridged `dial` on the caller's leg.
+    async fn start_bridge_recording(&mut self) -> Option<(String, RecordingDone)> {
+        let media = self.media.clone()?;
+        self.recordings += 1;
+        let id = format!("rec-{}-c{}-{}", std::process::id(), self.call.0, self.recordings);
+        if let Err(e) = tokio::fs::create_dir_all(&media.recordings_dir).await {
+            tracing::warn!(call = self.call.0, "not recording the bridged call: {e}");
+            return None;
+        }
+        let spec = RecordSpec {
+            path: media.recordings_dir.join(format!("{id}.wav")),
+            max_duration: Duration::from_secs(4 * 3600),
+            silence_timeout: Duration::ZERO,
+            finish_keys: String::new(),
+            stereo: true,
+        };
+        Some((id, self.session.as_ref()?.record(spec)))
+    }
+
+    async fn finish_bridge_recording(&mut self, id: String, done: RecordingDone) {
+        let Some(media) = self.media.clone() else { return };
+        match done.await {
+            Ok(Ok(recorded)) => {
+                let sidecar = serde_json::json!({
+                    "id": id,
+                    "call": format!("c{}", self.call.0),
+                    "from": self.caller,
+                    "duration_ms": recorded.duration_ms,
+                    "channels": 2,
+                    "file": format!("{id}.wav"),
+                });
+                let path = media.recordings_dir.join(format!("{id}.json"));
+                let _ = tokio::fs::write(path, sidecar.to_string()).await;
+                tracing::info!(call = self.call.0, recording = %id, "bridged call recorded");
+            }
+            Ok(Err(e)) => tracing::warn!(call = self.call.0, "bridged call recording failed: {e}"),
+            Err(_) => tracing::warn!(call = self.call.0, "bridged call recording was lost"),
+        }
     }
 
     /// Sends 180 Ringing to the caller once, while unanswered (a dialled leg is ringing).
@@ -943,12 +989,6 @@ impl CallControl for SipCall {
         if targets.is_empty() {
             return Err(CallError::InvalidArgument("dial needs at least one target".into()));
         }
-        if opts.record {
-            tracing::warn!(
-                call = self.call.0,
-                "dial: recording bridged calls needs the media engine; not recording"
-            );
-        }
         if let [target] = targets.as_slice()
             && let Some(queue) = target.strip_prefix("queue:")
         {
@@ -1032,9 +1072,17 @@ impl CallControl for SipCall {
                                     Err(e) => tracing::warn!(call = self.call.0, "dialled party's SDP is unusable: {e}"),
                                 }
                             }
+                            // `record`: both parties, one channel each (caller left).
+                            let recording = if opts.record { self.start_bridge_recording().await } else { None };
                             let talk = self.bridged(leg, &mut events).await;
                             if let (Some(b), Some(a)) = (&b_media, &self.session) {
                                 unbridge(a, b);
+                            }
+                            if let Some((id, done)) = recording {
+                                if let Some(a) = &self.session {
+                                    a.stop_record();
+                                }
+                                self.finish_bridge_recording(id, done).await;
                             }
                             return Ok(DialOutcome::Answered { talk_ms: talk? });
                         }
