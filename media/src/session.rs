@@ -167,20 +167,71 @@ enum Command {
     },
     /// Relay packets received from now on to this other leg (None: stop). Weak, so two
     /// bridged legs never keep each other alive once their handles are dropped.
-    Bridge(Option<mpsc::WeakUnboundedSender<Command>>),
+    Bridge(Option<(mpsc::WeakUnboundedSender<Command>, std::sync::Weak<Outlet>)>),
     /// Join a conference room (None: leave the one we are in).
     Conference(Option<(mpsc::UnboundedSender<RoomMsg>, u64)>),
     /// The room's mix for us (everyone but us), to play in our next frame.
     Mix(Vec<i16>),
     /// An RTCP packet from the bridged leg's peer, to pass on to ours.
     RelayRtcp(Vec<u8>),
-    /// An RTP packet from the bridged leg, to send to our peer.
-    Relay {
+    /// A copy of a packet the bridged leg relayed to our peer, for a stereo recording.
+    FarAudio {
         packet: Vec<u8>,
         codec: Codec,
         pt: u8,
-        te: Option<u8>,
     },
+}
+
+/// What another leg needs to send to this leg's peer directly (a bridge relays on the
+/// receiving leg's task, without waking this one): the socket, and where the peer is.
+#[derive(Debug)]
+struct Outlet {
+    socket: Arc<UdpSocket>,
+    /// The peer's address (latched, else negotiated) and what it negotiated.
+    state: Mutex<Option<(SocketAddr, Negotiated)>>,
+    /// This leg records the bridge in stereo: copies of relayed packets go to its task too.
+    wants_copies: std::sync::atomic::AtomicBool,
+    stats: Arc<Stats>,
+}
+
+impl Outlet {
+    fn update(&self, to: Option<SocketAddr>, negotiated: &Negotiated) {
+        if let Ok(mut state) = self.state.lock() {
+            *state = to.map(|to| (to, negotiated.clone()));
+        }
+    }
+}
+
+/// Rewrites a packet from a leg that negotiated `from` for a peer that negotiated `to`:
+/// payload type numbers, and µ-law↔A-law payloads. `None` if it cannot go there.
+fn translate(mut packet: Vec<u8>, from: &Negotiated, to: &Negotiated) -> Option<Vec<u8>> {
+    if !to.direction.sends() || packet.len() < 12 {
+        return None;
+    }
+    let their_pt = packet[1] & 0x7f;
+    let marker = packet[1] & 0x80;
+    if Some(their_pt) == from.telephone_event {
+        packet[1] = marker | to.telephone_event?;
+        return Some(packet);
+    }
+    if their_pt != from.pt {
+        return None;
+    }
+    if from.codec != to.codec {
+        let (a, b) = match (from.codec, to.codec) {
+            (Codec::Pcmu, Codec::Pcma) => (Law::Mu, Law::A),
+            (Codec::Pcma, Codec::Pcmu) => (Law::A, Law::Mu),
+            _ => return None, // Opus legs are not relayed without the Opus feature
+        };
+        let parsed = RtpPacket::parse(&packet).ok()?;
+        let header_len = packet.len() - parsed.payload.len();
+        let mut payload = Vec::with_capacity(parsed.payload.len());
+        a.transcode(b, parsed.payload, &mut payload);
+        packet.truncate(header_len);
+        packet.extend_from_slice(&payload);
+    }
+    packet[1] = marker | to.pt;
+    Some(packet)
 }
 
 /// Opens media legs.
@@ -229,7 +280,14 @@ impl MediaEngine {
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::unbounded_channel();
             let stats = Arc::new(Stats::default());
-            let leg = Leg::new(self.config.clone(), stats.clone(), ev_tx);
+            let rtp = Arc::new(rtp);
+            let outlet = Arc::new(Outlet {
+                socket: rtp.clone(),
+                state: Mutex::new(None),
+                wants_copies: std::sync::atomic::AtomicBool::new(false),
+                stats: stats.clone(),
+            });
+            let leg = Leg::new(self.config.clone(), stats.clone(), ev_tx, outlet.clone());
             // The task owns the port pair: it is free again only once its sockets are closed.
             tokio::spawn(async move {
                 leg.run(rtp, rtcp, cmd_rx).await;
@@ -240,6 +298,7 @@ impl MediaEngine {
                 commands: cmd_tx,
                 events: ev_rx,
                 stats,
+                outlet,
             });
         }
         Err(std::io::Error::new(
@@ -276,6 +335,7 @@ pub struct Session {
     commands: mpsc::UnboundedSender<Command>,
     events: mpsc::UnboundedReceiver<MediaEvent>,
     stats: Arc<Stats>,
+    outlet: Arc<Outlet>,
 }
 
 impl std::fmt::Debug for Command {
@@ -290,7 +350,7 @@ impl std::fmt::Debug for Command {
             Command::Bridge(_) => "Bridge",
             Command::Conference(_) => "Conference",
             Command::Mix(_) => "Mix",
-            Command::Relay { .. } => "Relay",
+            Command::FarAudio { .. } => "FarAudio",
             Command::RelayRtcp(_) => "RelayRtcp",
         })
     }
@@ -357,27 +417,29 @@ impl Session {
 /// legs use the same codec, transcoded between µ-law and A-law otherwise. While bridged, a
 /// leg sends nothing of its own.
 pub fn bridge(a: &Session, b: &Session) {
-    let _ = a.commands.send(Command::Bridge(Some(b.commands.downgrade())));
-    let _ = b.commands.send(Command::Bridge(Some(a.commands.downgrade())));
+    let _ =
+        a.commands.send(Command::Bridge(Some((b.commands.downgrade(), Arc::downgrade(&b.outlet)))));
+    let _ =
+        b.commands.send(Command::Bridge(Some((a.commands.downgrade(), Arc::downgrade(&a.outlet)))));
 }
 
 /// A handle on a leg owned by another call (a queued caller's), for bridging across calls.
 /// Weak: it does not keep the leg alive.
 #[derive(Debug, Clone)]
-pub struct LegLink(mpsc::WeakUnboundedSender<Command>);
+pub struct LegLink(mpsc::WeakUnboundedSender<Command>, std::sync::Weak<Outlet>);
 
 impl Session {
     /// A link to this leg for [`bridge_links`].
     pub fn link(&self) -> LegLink {
-        LegLink(self.commands.downgrade())
+        LegLink(self.commands.downgrade(), Arc::downgrade(&self.outlet))
     }
 }
 
 /// [`bridge`] for legs known by link; `false` if either leg is gone.
 pub fn bridge_links(a: &LegLink, b: &LegLink) -> bool {
     let (Some(x), Some(y)) = (a.0.upgrade(), b.0.upgrade()) else { return false };
-    x.send(Command::Bridge(Some(b.0.clone()))).is_ok()
-        && y.send(Command::Bridge(Some(a.0.clone()))).is_ok()
+    x.send(Command::Bridge(Some((b.0.clone(), b.1.clone())))).is_ok()
+        && y.send(Command::Bridge(Some((a.0.clone(), a.1.clone())))).is_ok()
 }
 
 /// Ends the bridges of the linked legs.
@@ -654,7 +716,9 @@ struct Leg {
     dtmf_out: VecDeque<(Vec<u8>, bool, u64)>,
     dtmf_done: Option<oneshot::Sender<()>>,
     recording: Option<Recording>,
-    bridge: Option<mpsc::WeakUnboundedSender<Command>>,
+    bridge: Option<(mpsc::WeakUnboundedSender<Command>, std::sync::Weak<Outlet>)>,
+    /// Ours, shared with the leg we are bridged to.
+    outlet: Arc<Outlet>,
     /// The room we are in and our id there.
     room: Option<(mpsc::UnboundedSender<RoomMsg>, u64)>,
     /// The latest mix the room sent us.
@@ -662,6 +726,8 @@ struct Leg {
     /// The bridged far end's audio, decoded, for the right channel of a stereo recording.
     far: VecDeque<i16>,
     last_rx: Instant,
+    /// Since when the 20 ms clock has been paused (relaying only).
+    relay_since: Option<Instant>,
     timed_out: bool,
     started: Instant,
     last_frame: Vec<i16>,
@@ -685,6 +751,7 @@ impl Leg {
         config: Arc<MediaConfig>,
         stats: Arc<Stats>,
         events: mpsc::UnboundedSender<MediaEvent>,
+        outlet: Arc<Outlet>,
     ) -> Leg {
         let now = Instant::now();
         Leg {
@@ -705,10 +772,12 @@ impl Leg {
             dtmf_done: None,
             recording: None,
             bridge: None,
+            outlet,
             room: None,
             mix: None,
             far: VecDeque::new(),
             last_rx: now,
+            relay_since: None,
             timed_out: false,
             started: now,
             last_frame: vec![0; FRAME],
@@ -722,7 +791,7 @@ impl Leg {
 
     async fn run(
         mut self,
-        rtp: UdpSocket,
+        rtp: Arc<UdpSocket>,
         rtcp: UdpSocket,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
@@ -731,8 +800,37 @@ impl Leg {
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let mut buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 1500];
+        let mut slow = tokio::time::interval(Duration::from_secs(1));
+        slow.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            if self.relay_only() {
+                self.relay_since.get_or_insert_with(Instant::now);
+            }
             tokio::select! {
+                // Commands first (a leg is started before its packets count), then the clock
+                // (playout timing), then packets.
+                biased;
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command, &rtcp).await,
+                    None => break,
+                },
+                // A leg that only relays needs no 20 ms clock: its packets move as they
+                // arrive. A slow check keeps the RTP timeout; the clock resumes on unbridge.
+                _ = tick.tick(), if !self.relay_only() => {
+                    if let Some(since) = self.relay_since.take() {
+                        // Back from relaying: our RTP clock kept running meanwhile.
+                        let frames = since.elapsed().as_millis() as u64 / FRAME_MS;
+                        self.timestamp = self.timestamp.wrapping_add((frames * FRAME as u64) as u32);
+                        tick.reset();
+                    }
+                    self.tick(&rtp).await;
+                    self.ticks += 1;
+                    // RTCP: a first report after 1 s, then every 5 s (RFC 3550 §6.2).
+                    if self.ticks == 50 || (self.ticks > 50 && self.ticks.is_multiple_of(250)) {
+                        self.report(&rtcp).await;
+                    }
+                }
+                _ = slow.tick(), if self.relay_only() => self.check_timeout(),
                 received = rtp.recv_from(&mut buf) => {
                     if let Ok((n, from)) = received {
                         self.receive(&buf[..n], from);
@@ -743,21 +841,9 @@ impl Leg {
                 received = rtcp.recv_from(&mut rtcp_buf) => {
                     if let Ok((n, from)) = received
                         && self.latched.is_some_and(|l| l.ip() == from.ip())
-                        && let Some(peer) = self.bridge.as_ref().and_then(mpsc::WeakUnboundedSender::upgrade)
+                        && let Some(peer) = self.bridge.as_ref().and_then(|(peer, _)| peer.upgrade())
                     {
                         let _ = peer.send(Command::RelayRtcp(rtcp_buf[..n].to_vec()));
-                    }
-                }
-                command = commands.recv() => match command {
-                    Some(command) => self.command(command, &rtp, &rtcp).await,
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    self.tick(&rtp).await;
-                    self.ticks += 1;
-                    // RTCP: a first report after 1 s, then every 5 s (RFC 3550 §6.2).
-                    if self.ticks == 50 || (self.ticks > 50 && self.ticks.is_multiple_of(250)) {
-                        self.report(&rtcp).await;
                     }
                 }
             }
@@ -783,6 +869,9 @@ impl Leg {
             (Some(latched), _) => latched == from,
             (None, Some(expected)) if expected.ip() == from.ip() => {
                 self.latched = Some(from);
+                if let Some(n) = &self.negotiated {
+                    self.outlet.update(Some(from), n);
+                }
                 true
             }
             // Started without an address (peer on hold): nothing is accepted.
@@ -810,14 +899,23 @@ impl Leg {
         self.peer_ssrc = Some(packet.header.ssrc);
         let arrival = (self.now_ms() * 8) as u32;
         self.rx_stats.record(packet.header.seq, packet.header.timestamp, arrival);
-        if let Some(peer) = self.bridge.as_ref().and_then(mpsc::WeakUnboundedSender::upgrade) {
-            let relay = Command::Relay {
-                packet: bytes.to_vec(),
-                codec: n.codec,
-                pt: n.pt,
-                te: n.telephone_event,
-            };
-            let _ = peer.send(relay);
+        if let Some((peer, outlet)) = &self.bridge
+            && let Some(outlet) = outlet.upgrade()
+        {
+            // Straight out of the other leg's socket to its peer, from this task.
+            let target = outlet.state.lock().ok().and_then(|s| s.clone());
+            if let Some((to, theirs)) = target
+                && let Some(packet) = translate(bytes.to_vec(), &n, &theirs)
+                && outlet.socket.try_send_to(&packet, to).is_ok()
+            {
+                outlet.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+            }
+            if outlet.wants_copies.load(Ordering::Relaxed)
+                && let Some(peer) = peer.upgrade()
+            {
+                let copy = Command::FarAudio { packet: bytes.to_vec(), codec: n.codec, pt: n.pt };
+                let _ = peer.send(copy);
+            }
         }
         if Some(pt) == n.telephone_event {
             if self.events_in.handle_packet(packet.header.timestamp, packet.payload).is_err() {
@@ -845,6 +943,20 @@ impl Leg {
         }
     }
 
+    /// Bridged with nothing else to do: no recording, room, prompt or digits to send.
+    fn relay_only(&self) -> bool {
+        self.bridge.is_some() && !self.decoding() && self.dtmf_out.is_empty()
+    }
+
+    /// Ends the call's media when the peer has been silent for the RTP timeout.
+    fn check_timeout(&mut self) {
+        let expecting = self.negotiated.as_ref().is_some_and(|n| n.remote.is_some());
+        if !self.timed_out && expecting && self.last_rx.elapsed() >= self.config.rtp_timeout {
+            self.timed_out = true;
+            let _ = self.events.send(MediaEvent::RtpTimeout);
+        }
+    }
+
     /// Whether the peer's audio is needed here: not while a bridge just relays it.
     fn decoding(&self) -> bool {
         self.bridge.is_none() || self.recording.is_some() || self.room.is_some()
@@ -869,7 +981,7 @@ impl Leg {
         }
     }
 
-    async fn command(&mut self, command: Command, rtp: &UdpSocket, rtcp: &UdpSocket) {
+    async fn command(&mut self, command: Command, rtcp: &UdpSocket) {
         match command {
             Command::Start(n) => {
                 if self.expected.map(|a| a.ip()) != n.remote.map(|a| a.ip()) {
@@ -877,6 +989,7 @@ impl Leg {
                 }
                 self.expected = n.remote;
                 self.last_rx = Instant::now();
+                self.outlet.update(self.latched.or(n.remote), &n);
                 self.negotiated = Some(n);
             }
             Command::Play { pcm, done } => {
@@ -897,6 +1010,7 @@ impl Leg {
                     std::fs::File::create(&spec.path).map_err(WavError::from).and_then(|f| {
                         WavWriter::new(BufWriter::new(f), 8000, if spec.stereo { 2 } else { 1 })
                     });
+                self.outlet.wants_copies.store(spec.stereo, Ordering::Relaxed);
                 match writer {
                     Ok(writer) => {
                         self.recording = Some(Recording {
@@ -965,7 +1079,7 @@ impl Leg {
                     let _ = rtcp.send_to(&packet, rtcp_to).await;
                 }
             }
-            Command::Relay { packet, codec, pt, te } => {
+            Command::FarAudio { packet, codec, pt } => {
                 if self.recording.as_ref().is_some_and(|r| r.spec.stereo)
                     && let Ok(p) = RtpPacket::parse(&packet)
                     && p.header.payload_type == pt
@@ -978,51 +1092,7 @@ impl Leg {
                     let excess = self.far.len().saturating_sub(8000);
                     self.far.drain(..excess);
                 }
-                self.relay(rtp, packet, codec, pt, te).await
             }
-        }
-    }
-
-    /// Sends a packet from the bridged leg to our peer, translating payload types and
-    /// transcoding G.711 when the legs differ.
-    async fn relay(
-        &mut self,
-        rtp: &UdpSocket,
-        mut packet: Vec<u8>,
-        codec: Codec,
-        pt: u8,
-        te: Option<u8>,
-    ) {
-        let Some(n) = self.negotiated.clone() else { return };
-        let Some(to) = self.latched.or(n.remote) else { return };
-        if !n.direction.sends() || packet.len() < 12 {
-            return;
-        }
-        let their_pt = packet[1] & 0x7f;
-        let marker = packet[1] & 0x80;
-        if Some(their_pt) == te {
-            let Some(our_te) = n.telephone_event else { return };
-            packet[1] = marker | our_te;
-        } else if their_pt == pt {
-            if codec != n.codec {
-                let (from, to_law) = match (codec, n.codec) {
-                    (Codec::Pcmu, Codec::Pcma) => (Law::Mu, Law::A),
-                    (Codec::Pcma, Codec::Pcmu) => (Law::A, Law::Mu),
-                    _ => return, // Opus legs are not relayed without the Opus feature
-                };
-                let Ok(parsed) = RtpPacket::parse(&packet) else { return };
-                let header_len = packet.len() - parsed.payload.len();
-                let mut payload = Vec::with_capacity(parsed.payload.len());
-                from.transcode(to_law, parsed.payload, &mut payload);
-                packet.truncate(header_len);
-                packet.extend_from_slice(&payload);
-            }
-            packet[1] = marker | n.pt;
-        } else {
-            return;
-        }
-        if rtp.send_to(&packet, to).await.is_ok() {
-            self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -1032,13 +1102,7 @@ impl Leg {
         if !self.decoding() {
             // Bridged: packets are relayed as they come; only the clocks move on.
             self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
-            if !self.timed_out
-                && n.remote.is_some()
-                && self.last_rx.elapsed() >= self.config.rtp_timeout
-            {
-                self.timed_out = true;
-                let _ = self.events.send(MediaEvent::RtpTimeout);
-            }
+            self.check_timeout();
             return;
         }
         // Receive path: one frame of the peer's audio, for the tone detector and recorder.
