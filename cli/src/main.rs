@@ -2,6 +2,7 @@
 //!
 //! `vox deploy` and the call-control commands arrive with the control-plane work.
 
+mod http;
 mod new;
 mod serve;
 mod test;

@@ -41,6 +41,10 @@ pub struct Args {
     /// (new calls get 503 meanwhile). Default 30.
     #[arg(long, value_name = "SECS")]
     drain_timeout: Option<u64>,
+    /// Serve `GET /healthz` and `GET /metrics` (Prometheus text) on this address. Off by
+    /// default until the control API takes this flag over (0.0.0.0:8080).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -294,8 +298,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Prompts::new(tts, Some(assets), Some(data_dir.join("tts"))),
         data_dir.join("recordings"),
     ));
+    let http = match args.http {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding HTTP {addr}"))?;
+            println!("HTTP listening on {}", listener.local_addr()?);
+            Some(listener)
+        }
+        None => None,
+    };
     println!("RTP ports {port_min}-{port_max}, recordings in {}", media.recordings_dir.display());
     let (sip, events) = server.spawn();
+    if let Some(listener) = http {
+        tokio::spawn(crate::http::serve(listener, sip.clone(), media.clone()));
+    }
     let calls = tokio::spawn(calls::serve(
         engine,
         Arc::new(router),

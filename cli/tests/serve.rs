@@ -18,6 +18,8 @@ fn repo() -> PathBuf {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// With `--http`: where it listens.
+    http: Option<SocketAddr>,
     _data: tempfile::TempDir,
 }
 
@@ -67,15 +69,22 @@ fn serve_on(listen: &str, more: &str, extra: &[&str]) -> Server {
         .expect("start vox serve");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
+    // The SIP and HTTP addresses come before the RTP line, the last one at start.
+    let (mut addr, mut http) = (None, None);
+    loop {
         let line = lines.next().expect("vox serve exited before listening").unwrap();
         if let Some(a) = line.strip_prefix("SIP listening on udp ") {
-            break a.parse().unwrap();
+            addr = Some(a.parse().unwrap());
+        } else if let Some(a) = line.strip_prefix("HTTP listening on ") {
+            http = Some(a.parse().unwrap());
+        } else if line.starts_with("RTP ports ") {
+            break;
         }
-    };
+    }
+    let addr = addr.expect("vox serve printed no SIP address");
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, addr, _data: data }
+    Server { child, addr, http, _data: data }
 }
 
 #[test]
@@ -795,4 +804,43 @@ fn support_queue_caller_is_taken_by_an_agent_and_both_calls_end_cleanly() {
     assert!(caller_ok, "the queued caller's call did not end cleanly:\n{caller_out}");
     // The caller's call ended after the agent hung up (4 s + 6 s), not when it was queued.
     assert!(lasted >= Duration::from_secs(9), "the caller was hung up after {lasted:?}");
+}
+
+/// One HTTP/1.1 request to `addr`; the raw response.
+fn http_get(addr: SocketAddr, request: &str) -> String {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = conn.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn http_health_and_metrics_for_operators() {
+    let server = serve_with(&["--http", "127.0.0.1:0"]);
+    let http = server.http.expect("--http prints its address");
+    let health = http_get(http, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(health.starts_with("HTTP/1.1 200 OK\r\n") && health.ends_with("ok\n"), "{health}");
+    // A call raises nothing permanent; the counters are there and parse.
+    let (ok, out) = sipp(&server, "uac-expect-404.xml", "nobody", &[]);
+    assert!(ok, "{out}");
+    let metrics = http_get(http, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    for name in ["voxide_sip_active_calls", "voxide_sip_rejected_total", "voxide_media_legs"] {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default();
+        assert!(
+            line.split(' ').nth(1).is_some_and(|v| v.parse::<u64>().is_ok()),
+            "{name}: {metrics}"
+        );
+    }
+    let rejected: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("voxide_sip_rejected_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(rejected >= 1, "the 404 counts as refused: {metrics}");
+    assert!(http_get(http, "GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(http_get(http, "POST /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(http_get(http, "garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
 }

@@ -150,10 +150,12 @@ pub struct UaConfig {
     pub product: String,
 }
 
-/// Counters for what was refused or dropped (exported as metrics later).
+/// Counters for what was refused or dropped (`vox serve --http` exports them as metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Garbage, stray or broken responses: nothing was sent back.
     pub dropped: u64,
+    /// Requests answered with an error (4xx-6xx), calls refused by routing or a flow included.
     pub rejected: u64,
 }
 
@@ -1062,6 +1064,9 @@ impl UserAgent {
             .is_some_and(|c| c.phase == CallPhase::Offered && c.role == Role::Uas)
         {
             return false;
+        }
+        if code >= 400 {
+            self.stats.rejected += 1;
         }
         self.final_response(now, call, code, reason);
         self.out.push_back(Output::Event(Event::Ended { call }));
