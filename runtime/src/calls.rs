@@ -1,18 +1,20 @@
-//! Calls: the only module that composes SIP, flows and (later) media.
+//! Calls: the only module that composes SIP, flows and media.
 //!
 //! The SIP task reports call events; [`serve`] routes each new INVITE to a flow by the
-//! Request-URI user, and runs the flow in a task of its own against a [`SipCall`] — the
-//! [`CallControl`] implementation for real SIP calls. Unknown numbers get `404`.
+//! Request-URI user (or rings a registered user), and runs the flow in a task of its own
+//! against a [`SipCall`] — the [`CallControl`] implementation for real SIP calls, which owns
+//! the call's media leg. Unknown numbers get `404`.
 //!
 //! `dial` is a B2BUA: it INVITEs every target at once (a registered user's contacts, or SIP
-//! URIs), forwards their ringing to the caller, bridges the first to answer (cancelling the
-//! rest), maps final responses to dial outcomes and ends the B-leg when either side hangs up.
+//! URIs), each with a media leg of its own, forwards their ringing to the caller, bridges the
+//! first to answer (cancelling the rest), maps final responses to dial outcomes and ends the
+//! B-leg when either side hangs up. `dial("queue:NAME")` takes a caller waiting in `enqueue`.
 //!
-//! Until the media engine lands, a SIP call has signalling only: `answer` sends `200 OK` with
-//! a minimal SDP, prompts take the time they would take to play, `gather` hears the digits
-//! phones send in SIP INFO (no RFC 4733/in-band DTMF yet), `record` hears silence;
-//! enqueue/conference/transfer/send-dtmf fail with a clear `failed("…not available yet…")`
-//! error instead of pretending.
+//! Media ([`MediaServices`]): `answer` negotiates SDP and starts the leg; `say`/`play` render
+//! prompts and play them (barge-in for `gather`); digits come from RFC 4733, in-band tones or
+//! SIP INFO; `record` writes WAV files with a JSON sidecar; `conference` joins a mixing room.
+//! Without media services (a signalling-only setup) prompts take their time in silence and
+//! the media-only actions fail with a clear `failed("…not available yet…")`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
