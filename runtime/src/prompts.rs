@@ -295,7 +295,24 @@ mod tests {
         assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1, "cached on disk");
         let again = Prompts::new(None, None, Some(cache.path().into()));
         // A fresh instance without an engine still fails fast (NoTts) rather than reading
-        // a cache it cannot refill; with the same engine it reads the disk cache.
+        // a cache it cannot refill …
         assert_eq!(again.say("Hello from Voxide.", None).await, Err(PromptError::NoTts));
+        // … and one with the same engine reads the render from disk without running it.
+        let restarted = Prompts::new(Some(Arc::new(Unrunnable)), None, Some(cache.path().into()));
+        assert_eq!(restarted.say("Hello from Voxide.", None).await.unwrap(), pcm);
+        assert!(restarted.say("Not cached yet.", None).await.is_err(), "the engine was run");
+    }
+
+    /// An engine that shares espeak-ng's cache key but refuses to render.
+    #[derive(Debug)]
+    struct Unrunnable;
+
+    impl Tts for Unrunnable {
+        fn render(&self, _: &str, _: Option<&str>) -> Result<Vec<i16>, String> {
+            Err("not rendered: the cache should have answered".into())
+        }
+        fn id(&self) -> String {
+            "espeak-ng".into()
+        }
     }
 }
