@@ -14,11 +14,13 @@ fi
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 # Real peers and engines the integration tests use: sipp drives `vox serve`, baresip is a
-# softphone, espeak-ng renders `say()` prompts. Installed from Debian when missing.
+# softphone, espeak-ng renders `say()` prompts, libopus encodes Opus. Installed from Debian when missing.
 need=()
 command -v sipp > /dev/null || need+=(sip-tester)
 command -v baresip > /dev/null || need+=(baresip-core)
 command -v espeak-ng > /dev/null || need+=(espeak-ng)
+# libopus for the Opus codec (the `opus` cargo feature, on by default).
+dpkg -s libopus-dev > /dev/null 2>&1 || need+=(libopus-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt=(apt-get); else apt=(sudo apt-get); fi
   echo "installing ${need[*]}"
@@ -33,6 +35,8 @@ cargo fmt --all --check
 
 step "clippy (host, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The media crate without Opus (what `--no-default-features` builds) must stay clean too.
+cargo clippy -p voxide-media --features net --all-targets --locked -- -D warnings
 
 step "clippy (sample flows, wasm32-wasip2, -D warnings)"
 (cd sample-flows && cargo clippy --target wasm32-wasip2 --release --locked -- -D warnings)

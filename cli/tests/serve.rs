@@ -614,11 +614,13 @@ fn voicemail_records_what_the_caller_sends_to_a_wav_that_matches_it() {
 }
 
 /// A baresip configuration directory for `user` (password "wonderland") registering with
-/// `server`, sending a sine of `hz` and dumping what it decodes to `*-dec.wav` files there.
+/// `server`, sending a sine of `hz` with `codec` ("g711" or "opus") and dumping what it decodes
+/// to `*-dec.wav` files there.
 fn baresip_phone(
     server: SocketAddr,
     user: &str,
     hz: u32,
+    codec: &str,
     extra_account: &str,
 ) -> tempfile::TempDir {
     let phone = tempfile::tempdir().unwrap();
@@ -629,7 +631,7 @@ fn baresip_phone(
             "poll_method epoll\nsip_listen 127.0.0.1:{}\nnet_interface 127.0.0.1\n\
              audio_player aubridge,speaker\naudio_source ausine,{hz}\naudio_alert aubridge,speaker\n\
              ausrc_srate 48000\nausrc_channels 2\nmodule_path /usr/lib/baresip/modules\n\
-             module stdio.so\nmodule g711.so\nmodule ausine.so\nmodule aubridge.so\n\
+             module stdio.so\nmodule {codec}.so\nmodule ausine.so\nmodule aubridge.so\n\
              module sndfile.so\nmodule rtcpsummary.so\nmodule_app account.so\nmodule_app menu.so\n\
              snd_path {}\n",
             free_port(),
@@ -660,15 +662,16 @@ fn baresip(dir: &Path, commands: &[&str], seconds: u32) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
-/// The decoded audio baresip dumped in `dir`.
-fn baresip_heard(dir: &Path) -> Vec<i16> {
+/// The decoded audio baresip dumped in `dir`, and its sample rate.
+fn baresip_heard(dir: &Path) -> (Vec<i16>, u32) {
     let decoded = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
         .expect("baresip's sndfile dump of the decoded audio");
-    voxide_media::wav::read_wav(&std::fs::read(decoded).unwrap()).unwrap().samples
+    let wav = voxide_media::wav::read_wav(&std::fs::read(decoded).unwrap()).unwrap();
+    (wav.samples, wav.sample_rate)
 }
 
 /// (packets received, packets lost "local,remote") from baresip's rtcpsummary line.
@@ -689,7 +692,7 @@ const BARESIP_USERS: &str = "[sip]\ndigest_algorithms = [\"MD5\"]\n\
 #[test]
 fn baresip_registers_calls_hello_and_hears_it() {
     let server = serve_config(BARESIP_USERS, &[]);
-    let phone = baresip_phone(server.addr, "alice", 440, "");
+    let phone = baresip_phone(server.addr, "alice", 440, "g711", "");
     let text = baresip(phone.path(), &[&format!("/dial sip:hello@{}", server.addr)], 6);
     assert!(text.contains("200 OK (Voxide"), "baresip did not register:\n{text}");
     assert!(text.contains("Call established"), "{text}");
@@ -698,7 +701,7 @@ fn baresip_registers_calls_hello_and_hears_it() {
     assert!(received > 0, "no RTP reached baresip:\n{text}");
     assert_eq!(lost, "0,0", "packets lost");
     // What baresip decoded is the greeting: speech, not silence.
-    let audio = baresip_heard(phone.path());
+    let (audio, _) = baresip_heard(phone.path());
     let loud = audio.iter().filter(|s| s.unsigned_abs() > 2000).count();
     eprintln!("baresip: {received} packets, decoded {} samples, {loud} loud", audio.len());
     assert!(audio.len() > 8000, "under a second of audio decoded");
@@ -706,36 +709,53 @@ fn baresip_registers_calls_hello_and_hears_it() {
 }
 
 /// The frequency of a steady tone, from its zero crossings (the loud part only).
-fn tone_hz(samples: &[i16]) -> f64 {
+fn tone_hz((samples, rate): (Vec<i16>, u32)) -> f64 {
     let loud: Vec<i16> = samples.iter().copied().filter(|s| s.unsigned_abs() > 500).collect();
     let crossings = loud.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
-    crossings as f64 / 2.0 / (loud.len() as f64 / 8000.0)
+    crossings as f64 / 2.0 / (loud.len() as f64 / f64::from(rate))
 }
 
 #[test]
 fn two_baresip_phones_bridged_through_voxide_hear_each_other() {
+    bridged_baresip_phones("g711", "g711");
+}
+
+/// Alice speaks Opus only, Bob G.711 only: the bridge decodes and re-encodes each way.
+#[test]
+fn an_opus_phone_and_a_g711_phone_bridged_through_voxide_hear_each_other() {
+    bridged_baresip_phones("opus", "g711");
+}
+
+/// Both speak Opus: the dialled leg is offered the caller's codec first, and takes it.
+#[test]
+fn two_opus_phones_bridged_through_voxide_hear_each_other() {
+    bridged_baresip_phones("opus", "opus");
+}
+
+fn bridged_baresip_phones(alice_codec: &str, bob_codec: &str) {
     let server = serve_config(BARESIP_USERS, &[]);
     // Bob registers and answers automatically, sending 880 Hz; Alice calls him, sending 440 Hz.
     // Bob's phone stops (hangs up) first, so Alice gets the BYE and prints her RTCP summary.
-    let bob = baresip_phone(server.addr, "bob", 880, ";answermode=auto");
+    let bob = baresip_phone(server.addr, "bob", 880, bob_codec, ";answermode=auto");
     let bob_dir = bob.path().to_owned();
     let bob_run = std::thread::spawn(move || baresip(&bob_dir, &[], 8));
     std::thread::sleep(Duration::from_secs(2));
-    let alice = baresip_phone(server.addr, "alice", 440, "");
+    let alice = baresip_phone(server.addr, "alice", 440, alice_codec, "");
     let alice_text = baresip(alice.path(), &[&format!("/dial sip:bob@{}", server.addr)], 10);
     let bob_text = bob_run.join().unwrap();
     assert!(alice_text.contains("Call established"), "alice:\n{alice_text}");
     assert!(bob_text.contains("incoming rtp for 'audio' established"), "bob:\n{bob_text}");
     assert!(alice_text.contains("incoming rtp for 'audio' established"), "alice:\n{alice_text}");
-    // Bob's RTCP reports are passed across the bridge: Alice's summary counts his packets.
+    // Alice's RTCP summary counts the packets she got: Bob's own reports passed across the
+    // bridge, or ours when the bridge transcodes.
     let (received, lost) = rtcp_summary(&alice_text);
     assert!(received > 100, "alice's RTCP summary: {received} packets:\n{alice_text}");
     assert_eq!(lost, "0,0", "alice lost packets");
-    // Each hears the other's tone, intact (relayed packet for packet, no transcoding).
+    // Each hears the other's tone, intact (relayed packet for packet when the codecs match).
     let (at_alice, at_bob) =
-        (tone_hz(&baresip_heard(alice.path())), tone_hz(&baresip_heard(bob.path())));
+        (tone_hz(baresip_heard(alice.path())), tone_hz(baresip_heard(bob.path())));
     eprintln!(
-        "alice hears {at_alice:.0} Hz, bob hears {at_bob:.0} Hz; alice's RTCP: {received} packets, lost {lost}"
+        "{alice_codec}/{bob_codec}: alice hears {at_alice:.0} Hz, bob hears {at_bob:.0} Hz; alice's RTCP: {received} packets, lost {lost}"
     );
     // (baresip's 48 kHz sine comes out ~2% sharp after its own resampling, on both sides.)
     assert!((at_alice / 880.0 - 1.0).abs() < 0.05, "alice hears {at_alice} Hz, not bob's 880 Hz");

@@ -5,6 +5,8 @@
 //! - [`rtcp`]: RFC 3550 §6.4 sender and receiver reports, and the receiver statistics
 //!   (loss, extended highest sequence number, interarrival jitter) that fill them.
 //! - [`g711`]: G.711 µ-law and A-law encoding, decoding and transcoding.
+//! - `opus` (feature `opus`): Opus through the system libopus, at 8 kHz; [`codec`] puts
+//!   G.711 and Opus behind one stateful encoder/decoder per leg.
 //! - [`dtmf`]: RFC 4733 telephone events (send and receive) and an in-band Goertzel detector.
 //! - [`jitter`]: an adaptive, bounded jitter buffer for the receive path.
 //! - [`mixer`]: N-party conference mixing where each participant hears everyone but itself.
@@ -16,17 +18,20 @@
 //! - [`resample`]: polyphase windowed-sinc sample-rate conversion for 16-bit mono audio.
 //!
 //! Invariants, stated as absences: outside the `net` feature's `session` module, this crate
-//! never opens a socket, reads a clock, sleeps, spawns a thread or task, or panics on input. Time is always an argument (milliseconds or
+//! (except `opus`'s calls into libopus) never opens a socket, reads a clock, sleeps, spawns a thread or task, or panics on input. Time is always an argument (milliseconds or
 //! RTP clock units, as each API documents), so a minute of call audio runs in milliseconds in a
 //! test. The only I/O is [`wav::WavWriter`]'s, and it goes through a caller-supplied
 //! `Write + Seek`.
 
 mod bytes;
 
+pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod mixer;
+#[cfg(feature = "opus")]
+pub mod opus;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;

@@ -24,8 +24,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::codec::{self, Decoder, Encoder};
 use crate::dtmf::{DtmfEventReceiver, DtmfEventSender, ToneDetector};
-use crate::g711::Law;
 use crate::jitter::{Frame, JitterBuffer, JitterConfig};
 use crate::rtcp::{NtpTimestamp, ReceiverStats, SenderInfo, SenderReport};
 use crate::rtp::{RtpHeader, RtpPacket, Seq, Ssrc, Timestamp};
@@ -174,6 +174,8 @@ enum Command {
     Mix(Vec<i16>),
     /// An RTCP packet from the bridged leg's peer, to pass on to ours.
     RelayRtcp(Vec<u8>),
+    /// Audio the transcoding bridged leg decoded, for us to encode and send to our peer.
+    FarPcm(Vec<i16>),
     /// A copy of a packet the bridged leg relayed to our peer, for a stereo recording.
     FarAudio {
         packet: Vec<u8>,
@@ -203,7 +205,8 @@ impl Outlet {
 }
 
 /// Rewrites a packet from a leg that negotiated `from` for a peer that negotiated `to`:
-/// payload type numbers, and µ-law↔A-law payloads. `None` if it cannot go there.
+/// payload type numbers, and µ-law↔A-law payloads. `None` if it cannot go there (including
+/// when the codecs differ beyond G.711: such bridges transcode through the legs' tasks).
 fn translate(mut packet: Vec<u8>, from: &Negotiated, to: &Negotiated) -> Option<Vec<u8>> {
     if !to.direction.sends() || packet.len() < 12 {
         return None;
@@ -218,10 +221,8 @@ fn translate(mut packet: Vec<u8>, from: &Negotiated, to: &Negotiated) -> Option<
         return None;
     }
     if from.codec != to.codec {
-        let (a, b) = match (from.codec, to.codec) {
-            (Codec::Pcmu, Codec::Pcma) => (Law::Mu, Law::A),
-            (Codec::Pcma, Codec::Pcmu) => (Law::A, Law::Mu),
-            _ => return None, // Opus legs are not relayed without the Opus feature
+        let (Some(a), Some(b)) = (codec::g711_law(from.codec), codec::g711_law(to.codec)) else {
+            return None;
         };
         let parsed = RtpPacket::parse(&packet).ok()?;
         let header_len = packet.len() - parsed.payload.len();
@@ -351,6 +352,7 @@ impl std::fmt::Debug for Command {
             Command::Conference(_) => "Conference",
             Command::Mix(_) => "Mix",
             Command::FarAudio { .. } => "FarAudio",
+            Command::FarPcm(_) => "FarPcm",
             Command::RelayRtcp(_) => "RelayRtcp",
         })
     }
@@ -710,6 +712,9 @@ struct Leg {
     seq: Seq,
     timestamp: Timestamp,
     jitter: JitterBuffer<Vec<u8>>,
+    /// The negotiated codec's state (None until started, or if it could not be set up).
+    decoder: Option<Decoder>,
+    encoder: Option<Encoder>,
     tones: ToneDetector,
     events_in: DtmfEventReceiver,
     playing: Option<(Arc<[i16]>, usize, oneshot::Sender<bool>)>,
@@ -725,6 +730,10 @@ struct Leg {
     mix: Option<Vec<i16>>,
     /// The bridged far end's audio, decoded, for the right channel of a stereo recording.
     far: VecDeque<i16>,
+    /// Its decoder, made when the first copy arrives.
+    far_decoder: Option<(Codec, Decoder)>,
+    /// A transcoding bridge's audio from the far end, decoded by its leg, for us to send.
+    far_pcm: VecDeque<i16>,
     last_rx: Instant,
     /// Since when the 20 ms clock has been paused (relaying only).
     relay_since: Option<Instant>,
@@ -765,6 +774,8 @@ impl Leg {
             seq: Seq(random_u32() as u16),
             timestamp: Timestamp(random_u32()),
             jitter: JitterBuffer::new(JitterConfig::default()),
+            decoder: None,
+            encoder: None,
             tones: ToneDetector::new(),
             events_in: DtmfEventReceiver::new(),
             playing: None,
@@ -776,6 +787,8 @@ impl Leg {
             room: None,
             mix: None,
             far: VecDeque::new(),
+            far_decoder: None,
+            far_pcm: VecDeque::new(),
             last_rx: now,
             relay_since: None,
             timed_out: false,
@@ -820,7 +833,8 @@ impl Leg {
                     if let Some(since) = self.relay_since.take() {
                         // Back from relaying: our RTP clock kept running meanwhile.
                         let frames = since.elapsed().as_millis() as u64 / FRAME_MS;
-                        self.timestamp = self.timestamp.wrapping_add((frames * FRAME as u64) as u32);
+                        let step = u64::from(self.ts_step());
+                        self.timestamp = self.timestamp.wrapping_add((frames * step) as u32);
                         tick.reset();
                     }
                     self.tick(&rtp).await;
@@ -837,10 +851,11 @@ impl Leg {
                     }
                 }
                 // RTCP from the peer: passed across a bridge (the far end's reports describe
-                // the media it actually got), otherwise read and dropped.
+                // the media it actually got) unless we transcode, otherwise read and dropped.
                 received = rtcp.recv_from(&mut rtcp_buf) => {
                     if let Ok((n, from)) = received
                         && self.latched.is_some_and(|l| l.ip() == from.ip())
+                        && !self.transcoding()
                         && let Some(peer) = self.bridge.as_ref().and_then(|(peer, _)| peer.upgrade())
                     {
                         let _ = peer.send(Command::RelayRtcp(rtcp_buf[..n].to_vec()));
@@ -897,7 +912,7 @@ impl Leg {
         self.timed_out = false;
         let pt = packet.header.payload_type;
         self.peer_ssrc = Some(packet.header.ssrc);
-        let arrival = (self.now_ms() * 8) as u32;
+        let arrival = (self.now_ms() * u64::from(n.codec.rate()) / 1000) as u32;
         self.rx_stats.record(packet.header.seq, packet.header.timestamp, arrival);
         if let Some((peer, outlet)) = &self.bridge
             && let Some(outlet) = outlet.upgrade()
@@ -911,6 +926,7 @@ impl Leg {
                 outlet.stats.packets_out.fetch_add(1, Ordering::Relaxed);
             }
             if outlet.wants_copies.load(Ordering::Relaxed)
+                && !self.transcoding()
                 && let Some(peer) = peer.upgrade()
             {
                 let copy = Command::FarAudio { packet: bytes.to_vec(), codec: n.codec, pt: n.pt };
@@ -948,6 +964,25 @@ impl Leg {
         self.bridge.is_some() && !self.decoding() && self.dtmf_out.is_empty()
     }
 
+    /// Bridged to a leg whose codec packets cannot be relayed to (Opus to G.711): each leg
+    /// decodes what its peer sends and hands the audio across to be encoded for the other.
+    fn transcoding(&self) -> bool {
+        let Some((_, outlet)) = &self.bridge else { return false };
+        let Some(ours) = self.negotiated.as_ref().map(|n| n.codec) else { return false };
+        outlet.upgrade().is_some_and(|o| {
+            o.state
+                .lock()
+                .ok()
+                .and_then(|s| s.as_ref().map(|(_, theirs)| !codec::relayable(ours, theirs.codec)))
+                .unwrap_or(false)
+        })
+    }
+
+    /// RTP timestamp units per 20 ms frame (160 for G.711, 960 for Opus).
+    fn ts_step(&self) -> u32 {
+        self.negotiated.as_ref().map_or(FRAME as u32, |n| n.codec.rate() / 50)
+    }
+
     /// Ends the call's media when the peer has been silent for the RTP timeout.
     fn check_timeout(&mut self) {
         let expecting = self.negotiated.as_ref().is_some_and(|n| n.remote.is_some());
@@ -959,7 +994,10 @@ impl Leg {
 
     /// Whether the peer's audio is needed here: not while a bridge just relays it.
     fn decoding(&self) -> bool {
-        self.bridge.is_none() || self.recording.is_some() || self.room.is_some()
+        self.bridge.is_none()
+            || self.recording.is_some()
+            || self.room.is_some()
+            || self.transcoding()
     }
 
     fn digit(&mut self, digit: char, duration_ms: u32) {
@@ -974,13 +1012,6 @@ impl Leg {
         let _ = self.events.send(MediaEvent::Dtmf { digit, duration_ms });
     }
 
-    fn law(&self) -> Law {
-        match self.negotiated.as_ref().map(|n| n.codec) {
-            Some(Codec::Pcma) => Law::A,
-            _ => Law::Mu,
-        }
-    }
-
     async fn command(&mut self, command: Command, rtcp: &UdpSocket) {
         match command {
             Command::Start(n) => {
@@ -990,6 +1021,22 @@ impl Leg {
                 self.expected = n.remote;
                 self.last_rx = Instant::now();
                 self.outlet.update(self.latched.or(n.remote), &n);
+                if self.negotiated.as_ref().map(|old| old.codec) != Some(n.codec) {
+                    let clock_rate = n.codec.rate();
+                    self.jitter =
+                        JitterBuffer::new(JitterConfig { clock_rate, ..Default::default() });
+                    let made = Decoder::new(n.codec).and_then(|d| Ok((d, Encoder::new(n.codec)?)));
+                    match made {
+                        Ok((decoder, encoder)) => {
+                            self.decoder = Some(decoder);
+                            self.encoder = Some(encoder);
+                        }
+                        Err(e) => {
+                            tracing::warn!("media leg: {e}; the leg stays silent");
+                            (self.decoder, self.encoder) = (None, None);
+                        }
+                    }
+                }
                 self.negotiated = Some(n);
             }
             Command::Play { pcm, done } => {
@@ -1084,14 +1131,30 @@ impl Leg {
                     && let Ok(p) = RtpPacket::parse(&packet)
                     && p.header.payload_type == pt
                 {
-                    let law = if codec == Codec::Pcma { Law::A } else { Law::Mu };
-                    let mut pcm = Vec::with_capacity(p.payload.len());
-                    law.decode(p.payload, &mut pcm);
-                    self.far.extend(pcm);
-                    // At most a second behind; older audio is dropped.
+                    if self.far_decoder.as_ref().map(|(c, _)| *c) != Some(codec) {
+                        self.far_decoder = Decoder::new(codec).ok().map(|d| (codec, d));
+                    }
+                    let mut pcm = Vec::with_capacity(FRAME);
+                    if let Some((_, decoder)) = self.far_decoder.as_mut()
+                        && decoder.decode(p.payload, &mut pcm).is_ok()
+                    {
+                        self.far.extend(pcm);
+                        // At most a second behind; older audio is dropped.
+                        let excess = self.far.len().saturating_sub(8000);
+                        self.far.drain(..excess);
+                    }
+                }
+            }
+            Command::FarPcm(pcm) => {
+                if self.recording.as_ref().is_some_and(|r| r.spec.stereo) {
+                    self.far.extend(pcm.iter().copied());
                     let excess = self.far.len().saturating_sub(8000);
                     self.far.drain(..excess);
                 }
+                self.far_pcm.extend(pcm);
+                // Two legs' clocks drift: keep at most 100 ms queued, dropping the oldest.
+                let excess = self.far_pcm.len().saturating_sub(800);
+                self.far_pcm.drain(..excess);
             }
         }
     }
@@ -1101,22 +1164,29 @@ impl Leg {
         let now = self.now_ms();
         if !self.decoding() {
             // Bridged: packets are relayed as they come; only the clocks move on.
-            self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+            self.timestamp = self.timestamp.wrapping_add(self.ts_step());
             self.check_timeout();
             return;
         }
         // Receive path: one frame of the peer's audio, for the tone detector and recorder.
-        let law = self.law();
         let mut frame = Vec::with_capacity(FRAME);
-        match self.jitter.pop(now) {
-            Frame::Audio { payload, .. } => law.decode(&payload, &mut frame),
-            Frame::Concealed { .. } => {
-                self.stats.concealed.fetch_add(1, Ordering::Relaxed);
-                // Repeat the last frame, attenuated: simple and inaudible for one packet.
-                frame.extend(self.last_frame.iter().map(|s| s / 2));
+        let popped = self.jitter.pop(now);
+        if let Some(decoder) = self.decoder.as_mut() {
+            match popped {
+                Frame::Audio { payload, .. } => {
+                    if decoder.decode(&payload, &mut frame).is_err() {
+                        self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                        decoder.conceal(FRAME, &self.last_frame, &mut frame);
+                    }
+                }
+                Frame::Concealed { .. } => {
+                    self.stats.concealed.fetch_add(1, Ordering::Relaxed);
+                    decoder.conceal(FRAME, &self.last_frame, &mut frame);
+                }
+                Frame::Empty => {}
             }
-            Frame::Empty => frame.resize(FRAME, 0),
         }
+        frame.resize(FRAME.max(frame.len()), 0);
         if n.telephone_event.is_none() {
             for digit in self.tones.push(&frame) {
                 self.digit(digit, 0);
@@ -1135,6 +1205,11 @@ impl Leg {
         if let Some((room, id)) = &self.room {
             let _ = room.send(RoomMsg::Frame { id: *id, samples: frame.clone() });
         }
+        if self.transcoding()
+            && let Some(peer) = self.bridge.as_ref().and_then(|(peer, _)| peer.upgrade())
+        {
+            let _ = peer.send(Command::FarPcm(frame.clone()));
+        }
         self.last_frame = frame;
         if !self.timed_out
             && n.remote.is_some()
@@ -1145,9 +1220,10 @@ impl Leg {
         }
         // Send path: our frame (prompt or silence) unless bridged or not sending.
         let ts = self.timestamp;
-        self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+        self.timestamp = self.timestamp.wrapping_add(self.ts_step());
         let Some(to) = self.latched.or(n.remote) else { return };
-        if !n.direction.sends() || self.bridge.is_some() {
+        let transcoding = self.transcoding();
+        if !n.direction.sends() || (self.bridge.is_some() && !transcoding) {
             return;
         }
         while let Some((_, _, at)) = self.dtmf_out.front() {
@@ -1185,8 +1261,18 @@ impl Leg {
                 *out = out.saturating_add(*m);
             }
         }
+        if transcoding {
+            let n = FRAME.min(self.far_pcm.len());
+            for (out, s) in samples.iter_mut().zip(self.far_pcm.drain(..n)) {
+                *out = out.saturating_add(s);
+            }
+        }
         let mut payload = Vec::with_capacity(FRAME);
-        law.encode(&samples, &mut payload);
+        let Some(encoder) = self.encoder.as_mut() else { return };
+        if let Err(e) = encoder.encode(&samples, &mut payload) {
+            tracing::warn!("media leg: {e}");
+            return;
+        }
         let header = RtpHeader::new(n.pt, self.seq, ts, self.ssrc);
         self.seq = self.seq.next();
         if let Ok(bytes) = header.to_packet(&payload)
@@ -1201,8 +1287,9 @@ impl Leg {
     /// Sends a sender report (with a reception report of the peer's stream, if any) to the
     /// peer's RTCP port: the RTP port + 1 (no rtcp-mux).
     async fn report(&mut self, rtcp: &UdpSocket) {
-        // While bridged, the far end's own reports are passed through instead.
-        if self.bridge.is_some() {
+        // While bridged, the far end's own reports are passed through instead (unless we
+        // transcode: then the streams on each side are ours, and so are the reports).
+        if self.bridge.is_some() && !self.transcoding() {
             return;
         }
         let Some(n) = &self.negotiated else { return };

@@ -348,3 +348,86 @@ async fn a_bridged_call_records_one_party_per_channel() {
     let (left, right) = (mean(0), mean(1));
     assert!(left > 3 * right && right > 500, "left (Alice) {left}, right (Bob) {right}");
 }
+
+/// Share of a signal's energy at `hz` (a single DFT bin over the whole signal, 8 kHz).
+#[cfg(feature = "opus")]
+fn tone_share(samples: &[i16], hz: f64) -> f64 {
+    let (mut re, mut im, mut total) = (0.0, 0.0, 0.0);
+    for (n, s) in samples.iter().enumerate() {
+        let x = f64::from(*s);
+        let w = 2.0 * std::f64::consts::PI * hz * n as f64 / 8000.0;
+        re += x * w.cos();
+        im += x * w.sin();
+        total += x * x;
+    }
+    2.0 * (re * re + im * im) / samples.len() as f64 / total.max(1.0)
+}
+
+#[cfg(feature = "opus")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_leg_bridged_to_a_pcmu_leg_is_transcoded_both_ways() {
+    use voxide_media::opus;
+    let engine = engine(Duration::from_secs(60));
+    let (alice, bob) = (
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let a = engine.open().await.unwrap();
+    let b = engine.open().await.unwrap();
+    a.start(negotiated(alice.local_addr().unwrap(), Codec::Opus));
+    b.start(negotiated(bob.local_addr().unwrap(), Codec::Pcmu));
+    bridge(&a, &b);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // One second each way, paced at 20 ms: Alice an Opus 500 Hz tone, Bob a PCMU 1 kHz tone.
+    let mut encoder = opus::Encoder::new(24_000).unwrap();
+    let sine = |hz: f64, n: usize| -> Vec<i16> {
+        (0..n)
+            .map(|i| ((2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin() * 8000.0) as i16)
+            .collect()
+    };
+    let (alice_tone, bob_tone) = (sine(500.0, 8000), sine(1000.0, 8000));
+    let (at_alice, at_bob) = {
+        let send = async {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for (i, (x, y)) in alice_tone.chunks(160).zip(bob_tone.chunks(160)).enumerate() {
+                tick.tick().await;
+                let mut payload = Vec::new();
+                encoder.encode(x, &mut payload).unwrap();
+                let header = RtpHeader::new(111, Seq(i as u16), Timestamp(i as u32 * 960), Ssrc(1));
+                alice.send_to(&header.to_packet(&payload).unwrap(), a.local_addr()).await.unwrap();
+                let mut ulaw = Vec::new();
+                Law::Mu.encode(y, &mut ulaw);
+                bob.send_to(&packet(0, i as u16, &ulaw), b.local_addr()).await.unwrap();
+            }
+        };
+        let (_, alice_got, bob_got) = tokio::join!(
+            send,
+            collect(&alice, 45, Duration::from_secs(3)),
+            collect(&bob, 45, Duration::from_secs(3))
+        );
+        (alice_got, bob_got)
+    };
+    assert!(at_bob.len() >= 40 && at_alice.len() >= 40, "{} {}", at_bob.len(), at_alice.len());
+    // Bob hears Alice's tone in PCMU on 20 ms timestamps.
+    let mut heard = Vec::new();
+    for p in &at_bob {
+        let rtp = RtpPacket::parse(p).unwrap();
+        assert_eq!(rtp.header.payload_type, 0);
+        Law::Mu.decode(rtp.payload, &mut heard);
+    }
+    let share = tone_share(&heard[heard.len() / 2..], 500.0);
+    assert!(share > 0.5, "Bob hears 500 Hz at {share:.2} of the energy");
+    // Alice gets Opus (payload type 111, timestamps 960 apart) carrying Bob's tone.
+    let mut decoder = opus::Decoder::new().unwrap();
+    let mut heard = Vec::new();
+    let mut stamps = Vec::new();
+    for p in &at_alice {
+        let rtp = RtpPacket::parse(p).unwrap();
+        assert_eq!(rtp.header.payload_type, 111);
+        stamps.push(rtp.header.timestamp.0);
+        decoder.decode(rtp.payload, &mut heard).unwrap();
+    }
+    assert!(stamps.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 960), "{stamps:?}");
+    let share = tone_share(&heard[heard.len() / 2..], 1000.0);
+    assert!(share > 0.5, "Alice hears 1 kHz at {share:.2} of the energy");
+}

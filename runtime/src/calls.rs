@@ -230,6 +230,9 @@ pub struct SipCall {
     session: Option<Session>,
     /// The caller's SDP answer from the ACK, not applied yet.
     pending_answer: Option<Vec<u8>>,
+    /// The codec the caller's leg negotiated: offered first to dialled legs, so a bridge can
+    /// relay packets untouched instead of transcoding.
+    caller_codec: Option<Codec>,
     recordings: u32,
 }
 
@@ -316,8 +319,10 @@ impl MediaServices {
     }
 }
 
-/// Codecs we negotiate, in our order of preference.
-const CODECS: &[Codec] = &[Codec::Pcmu, Codec::Pcma];
+/// Codecs we negotiate, in our order of preference (Opus when built with the `opus` feature).
+fn codecs() -> &'static [Codec] {
+    voxide_media::codec::available()
+}
 
 /// The next media event of an optional leg (pending forever without one).
 async fn media_event(session: &mut Option<Session>) -> Option<MediaEvent> {
@@ -411,6 +416,7 @@ impl SipCall {
             offer: Vec::new(),
             session: None,
             pending_answer: None,
+            caller_codec: None,
             recordings: 0,
         }
     }
@@ -436,12 +442,13 @@ impl SipCall {
         let Some(session) = &self.session else { return Ok(self.sdp()) };
         let local = sdp::Local { addr: session.local_addr(), session_id: self.call.0, version: 1 };
         if self.offer.is_empty() {
-            return Ok(sdp::offer(&local, CODECS, MediaDirection::SendRecv).into_bytes());
+            return Ok(sdp::offer(&local, codecs(), MediaDirection::SendRecv).into_bytes());
         }
         let offer = sdp::parse(&self.offer)
             .map_err(|e| CallError::Failed(format!("the caller's SDP is unusable: {e}")))?;
-        let (text, negotiated) = sdp::answer(&offer, &local, CODECS, MediaDirection::SendRecv)
+        let (text, negotiated) = sdp::answer(&offer, &local, codecs(), MediaDirection::SendRecv)
             .map_err(|e| CallError::Failed(format!("media negotiation failed: {e}")))?;
+        self.caller_codec = Some(negotiated.codec);
         session.start(negotiated);
         Ok(text.into_bytes())
     }
@@ -451,8 +458,11 @@ impl SipCall {
         let (Some(sdp), Some(session)) = (self.pending_answer.take(), &self.session) else {
             return;
         };
-        match sdp::parse(&sdp).and_then(|a| sdp::accept(&a, CODECS, MediaDirection::SendRecv)) {
-            Ok(negotiated) => session.start(negotiated),
+        match sdp::parse(&sdp).and_then(|a| sdp::accept(&a, codecs(), MediaDirection::SendRecv)) {
+            Ok(negotiated) => {
+                self.caller_codec = Some(negotiated.codec);
+                session.start(negotiated);
+            }
             Err(e) => {
                 tracing::warn!(call = self.call.0, "the caller's SDP answer is unusable: {e}")
             }
@@ -1002,6 +1012,12 @@ impl CallControl for SipCall {
         let mut legs = Vec::new();
         let mut leg_media: HashMap<CallRef, Session> = HashMap::new();
         let mut problems = Vec::new();
+        // The caller's codec first: a callee that takes it is relayed without transcoding.
+        let offered: Vec<Codec> = self
+            .caller_codec
+            .into_iter()
+            .chain(codecs().iter().copied().filter(|c| Some(*c) != self.caller_codec))
+            .collect();
         for target in &targets {
             match self.legs_for(target, &from).await {
                 Ok(outs) => {
@@ -1015,8 +1031,9 @@ impl CallControl for SipCall {
                                         session_id: self.call.0,
                                         version: 1,
                                     };
-                                    out.sdp = sdp::offer(&local, CODECS, MediaDirection::SendRecv)
-                                        .into_bytes();
+                                    out.sdp =
+                                        sdp::offer(&local, &offered, MediaDirection::SendRecv)
+                                            .into_bytes();
                                     Some(session)
                                 }
                                 Err(e) => {
@@ -1066,7 +1083,7 @@ impl CallControl for SipCall {
                             // Bridge the media: the callee's answer starts its leg, and the
                             // two legs relay to each other until either side hangs up.
                             if let (Some(b), Some(a)) = (&b_media, &self.session) {
-                                match sdp::parse(&answer).and_then(|s| sdp::accept(&s, CODECS, MediaDirection::SendRecv)) {
+                                match sdp::parse(&answer).and_then(|s| sdp::accept(&s, &offered, MediaDirection::SendRecv)) {
                                     Ok(negotiated) => {
                                         b.start(negotiated);
                                         bridge(a, b);
