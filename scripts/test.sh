@@ -21,6 +21,8 @@ command -v baresip > /dev/null || need+=(baresip-core)
 command -v espeak-ng > /dev/null || need+=(espeak-ng)
 # libopus for the Opus codec (the `opus` cargo feature, on by default).
 dpkg -s libopus-dev > /dev/null 2>&1 || need+=(libopus-dev)
+# tcpdump shows what reached each sipp's media port in the bridged-call test.
+command -v tcpdump > /dev/null || need+=(tcpdump)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt=(apt-get); else apt=(sudo apt-get); fi
   echo "installing ${need[*]}"
