@@ -16,6 +16,7 @@ use voxide_runtime::builder::{self, BuildOptions};
 use voxide_runtime::calls::{self, MediaServices, Route, Router};
 use voxide_runtime::flows::{FlowEngine, FlowEngineConfig};
 use voxide_runtime::kv::MemoryKv;
+use voxide_runtime::manifest::Manifest;
 use voxide_runtime::prompts::{Espeak, Prompts, Tts};
 use voxide_sip::auth::Algorithm;
 use voxide_sip::registrar::{Registrar, RegistrarConfig};
@@ -160,6 +161,10 @@ struct RouteConfig {
     pattern: String,
     /// A flow crate directory (built on start) or a `.wasm` component.
     flow: PathBuf,
+    /// The flow's manifest; default `flow.toml` in the flow's directory (none: no
+    /// capabilities).
+    #[serde(default)]
+    manifest: Option<PathBuf>,
     #[serde(default)]
     vars: std::collections::BTreeMap<String, String>,
 }
@@ -171,6 +176,7 @@ fn sample_routes() -> Vec<RouteConfig> {
         .map(|name| RouteConfig {
             pattern: (*name).into(),
             flow: samples.join(name),
+            manifest: None,
             vars: Default::default(),
         })
         .collect()
@@ -214,6 +220,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let flow = engine
             .load(&bytes)
             .with_context(|| format!("route {:?}: loading {}", r.pattern, wasm.display()))?;
+        let manifest = match &r.manifest {
+            Some(file) => {
+                let file = if file.is_absolute() { file.clone() } else { base.join(file) };
+                let text = std::fs::read_to_string(&file).with_context(|| {
+                    format!("route {:?}: manifest {}", r.pattern, file.display())
+                })?;
+                Manifest::parse(&text)
+                    .with_context(|| format!("route {:?}: {}", r.pattern, file.display()))?
+            }
+            None if path.is_dir() => {
+                Manifest::load(&path).with_context(|| format!("route {:?}", r.pattern))?
+            }
+            None => Manifest::default(),
+        };
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         println!("route {:<12} -> {name} ({})", r.pattern, &flow.digest()[..19]);
         router.routes.push(Route {
@@ -221,6 +241,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             name,
             flow,
             vars: r.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            manifest: Arc::new(manifest),
         });
     }
 

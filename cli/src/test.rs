@@ -95,6 +95,7 @@ async fn test_flow(
     if !opts.json {
         eprintln!("building {} ...", dir.display());
     }
+    let manifest = std::sync::Arc::new(voxide_runtime::manifest::Manifest::load(dir)?);
     let build = BuildOptions { quiet: opts.json, ..BuildOptions::default() };
     let wasm = builder::build_flow(dir, &build)?;
     let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
@@ -133,7 +134,8 @@ async fn test_flow(
             }
         }
         let started = Instant::now();
-        let report = sim::run_scenario(engine, &flow, &scenario, seq as u32 + 1).await;
+        let report =
+            sim::run_scenario_with(engine, &flow, &manifest, &scenario, seq as u32 + 1).await;
         let real_ms = started.elapsed().as_secs_f64() * 1000.0;
         results.push(Ran::Report { file, report: Box::new(report), real_ms });
     }

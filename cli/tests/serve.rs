@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn repo() -> PathBuf {
@@ -905,7 +907,9 @@ impl Capture {
     fn start(dir: &Path, filter: &str) -> Capture {
         let file = dir.join("capture.pcap");
         let child = Command::new("tcpdump")
-            .args(["-i", "lo", "-U", "-n", "-s", "0", "-w"])
+            // Immediate mode: packets reach the file as they come, not in blocks that a stop
+            // could leave unwritten.
+            .args(["-i", "lo", "--immediate-mode", "-U", "-n", "-s", "0", "-w"])
             .arg(&file)
             .arg(filter)
             .stdout(Stdio::null())
@@ -997,4 +1001,128 @@ fn two_sipp_legs_bridged_through_ivr_menu_get_each_others_rtp_intact() {
         assert_eq!(relayed.len(), sent.len(), "{who}: packets lost or altered on the way");
         assert!(relayed.iter().zip(&sent).all(|(a, b)| *a == b), "{who}: reordered");
     }
+}
+
+/// A WAV file of 16-bit mono samples at `rate`.
+fn pcm_wav(samples: &[i16], rate: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let data_len = samples.len() as u32 * 2;
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+/// A one-file HTTP server on loopback: `GET path` gets `body`, anything else 404. Returns its
+/// address and the number of requests for `path` so far.
+fn http_file(path: &'static str, body: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            // Skip the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut stream = &stream;
+            if request.starts_with(&format!("GET {path} ")) {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+            } else {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        }
+    });
+    (addr, hits)
+}
+
+/// Share of a signal's energy at `hz` (one DFT bin over the whole 8 kHz signal).
+fn tone_share(samples: &[i16], hz: f64) -> f64 {
+    let (mut re, mut im, mut total) = (0.0, 0.0, 0.0);
+    for (n, s) in samples.iter().enumerate() {
+        let x = f64::from(*s);
+        let w = 2.0 * std::f64::consts::PI * hz * n as f64 / 8000.0;
+        re += x * w.cos();
+        im += x * w.sin();
+        total += x * x;
+    }
+    2.0 * (re * re + im * im) / samples.len() as f64 / total.max(1.0)
+}
+
+#[test]
+fn play_fetches_a_url_the_manifest_allows_and_refuses_one_it_does_not() {
+    // hello plays `greeting_url` instead of speaking. The WAV is 16 kHz (resampled on fetch).
+    let tone: Vec<i16> = (0..24_000)
+        .map(|i| {
+            ((2.0 * std::f64::consts::PI * 600.0 * f64::from(i) / 16_000.0).sin() * 8000.0) as i16
+        })
+        .collect();
+    let (http, hits) = http_file("/greeting.wav", pcm_wav(&tone, 16_000));
+    let dir = tempfile::tempdir().unwrap();
+    let grant = dir.path().join("grant.toml");
+    std::fs::write(&grant, "[capabilities]\nhttp = [\"http://127.0.0.1/\"]\n").unwrap();
+    let hello = repo().join("sample-flows/hello");
+    let url = format!("http://{http}/greeting.wav");
+    let config = format!(
+        "[[routes]]\nmatch = \"granted\"\nflow = {hello:?}\nmanifest = {grant:?}\n\
+         vars = {{ greeting_url = \"{url}\" }}\n\n\
+         [[routes]]\nmatch = \"not-granted\"\nflow = {hello:?}\nvars = {{ greeting_url = \"{url}\" }}\n"
+    );
+    let server = serve_config(&config, &[]);
+    // Not granted (hello's own manifest declares no http): nothing is fetched, the call ends.
+    let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "not-granted", &[]);
+    assert!(ok, "{out}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "fetched a URL the manifest does not allow");
+    // Granted: fetched once (cached after), and the caller hears the 600 Hz tone.
+    let media = free_port();
+    let capture = Capture::start(dir.path(), &format!("udp and dst port {media}"));
+    let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "granted", &["-mp", &media.to_string()]);
+    let datagrams = capture.finish();
+    assert!(ok, "{out}");
+    let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "granted", &[]);
+    assert!(ok, "{out}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once, then from the cache");
+    let mut heard = Vec::new();
+    for (_, _, packet) in &datagrams {
+        if let Ok(rtp) = voxide_media::RtpPacket::parse(packet)
+            && rtp.header.payload_type == 0
+        {
+            voxide_media::g711::Law::Mu.decode(rtp.payload, &mut heard);
+        }
+    }
+    // The tone is what was played between the first and the last loud sample.
+    let first = heard.iter().position(|s| s.unsigned_abs() > 1000).unwrap_or(0);
+    let last = heard.iter().rposition(|s| s.unsigned_abs() > 1000).unwrap_or(0);
+    let tone_ms = (last.saturating_sub(first)) / 8;
+    let share = tone_share(&heard[first..=last], 600.0);
+    eprintln!(
+        "heard {} ms of audio: {tone_ms} ms of tone from {first}, 600 Hz share {share:.2}",
+        heard.len() / 8
+    );
+    assert!(tone_ms > 1400, "heard {tone_ms} ms of a 1,500 ms tone");
+    assert!(share > 0.8, "the caller did not hear the fetched tone (share {share:.2})");
 }

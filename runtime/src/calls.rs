@@ -33,6 +33,7 @@ use crate::call::{
 };
 use crate::flows::{Flow, FlowEngine};
 use crate::kv::MemoryKv;
+use crate::manifest::Manifest;
 use crate::prompts::{self, PromptError, Prompts};
 use crate::sim::speech_ms;
 use std::path::PathBuf;
@@ -51,6 +52,8 @@ pub struct Route {
     pub name: String,
     pub flow: Flow,
     pub vars: Vec<(String, String)>,
+    /// What the flow declared it may do (`flow.toml`).
+    pub manifest: Arc<Manifest>,
 }
 
 /// Routes in priority order: the first match wins.
@@ -150,8 +153,9 @@ pub async fn serve(
                             vars: route.vars.clone(),
                         };
                         tracing::info!(call = %info.id, flow = %route.name, peer = %peer.addr, "incoming call");
-                        let sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri))
+                        let mut sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri))
                             .with_media(media.clone(), request.body.clone());
+                        sip_call.manifest = route.manifest.clone();
                         let (engine, kv, done) = (engine.clone(), kv.namespace("local", &route.name), done_tx.clone());
                         tokio::spawn(async move {
                             let report = engine.run(&route.flow, info, Box::new(sip_call), kv).await;
@@ -234,6 +238,8 @@ pub struct SipCall {
     /// relay packets untouched instead of transcoding.
     caller_codec: Option<Codec>,
     recordings: u32,
+    /// The running flow's manifest: what it may do beyond its own call.
+    manifest: Arc<Manifest>,
 }
 
 /// What real media needs: the RTP engine, prompts, where recordings go, conference rooms.
@@ -418,6 +424,7 @@ impl SipCall {
             pending_answer: None,
             caller_codec: None,
             recordings: 0,
+            manifest: Arc::default(),
         }
     }
 
@@ -943,8 +950,11 @@ impl CallControl for SipCall {
     async fn play(&mut self, media: String) -> CallResult<()> {
         self.live()?;
         let Some(services) = self.media.clone() else { return self.wait(2000).await };
-        let pcm =
-            services.prompts.play(&media).await.map_err(|e| CallError::Failed(e.to_string()))?;
+        let pcm = match self.manifest.check_play(&media).map_err(CallError::Failed)? {
+            Some(url) => services.prompts.fetch(&url).await,
+            None => services.prompts.play(&media).await,
+        }
+        .map_err(|e| CallError::Failed(e.to_string()))?;
         self.play_pcm(pcm, false).await.map(|_| ())
     }
 

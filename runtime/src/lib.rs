@@ -5,6 +5,7 @@
 //! - [`flows`]: the wasmtime host — compile, cache, sandbox and run flow components.
 //! - [`sim`]: the simulated caller and scenario runner behind `vox test`.
 //! - [`kv`]: per-flow key-value state.
+//! - [`manifest`]: what a flow declares it may do (`flow.toml`), checked on every call.
 //! - [`builder`]: builds flow crates into components.
 //! - [`calls`]: routes SIP calls to flows and runs them against real SIP dialogs.
 //!
@@ -16,5 +17,6 @@ pub mod call;
 pub mod calls;
 pub mod flows;
 pub mod kv;
+pub mod manifest;
 pub mod prompts;
 pub mod sim;

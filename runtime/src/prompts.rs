@@ -6,6 +6,10 @@
 //!   Cloud engines plug in behind the same trait.
 //! - `play(name)` reads a WAV asset from the assets directory (any common rate and bit depth;
 //!   resampled), cached in memory. Names cannot leave the directory.
+//! - `play(url)` fetches a WAV over http(s) — only a URL the flow's manifest allows (checked by
+//!   the caller, [`Manifest::check_play`](crate::manifest::Manifest::check_play)) — once, with
+//!   a size cap and a timeout, not following redirects (they could leave the allow-list), and
+//!   keeps it in memory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -112,10 +116,10 @@ pub enum PromptError {
     Tts(String),
     #[error("media {0:?} is not an asset name (letters, digits, - _ . / only, no ..)")]
     BadName(String),
-    #[error(
-        "media {0:?}: URLs need the flow manifest's allow-list (control plane), not available yet"
-    )]
+    #[error("media {0:?}: a URL is fetched with `fetch`, after the manifest allowed it")]
     Url(String),
+    #[error("media {url}: {why}")]
+    Fetch { url: String, why: String },
     #[error("media {name:?}: {why}")]
     Asset { name: String, why: String },
 }
@@ -127,7 +131,13 @@ pub struct Prompts {
     assets: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     memory: Arc<Mutex<HashMap<String, Arc<[i16]>>>>,
+    http: reqwest::Client,
 }
+
+/// Largest audio file `play` fetches from a URL (16 MiB: over 15 minutes of 8 kHz 16-bit).
+pub const MAX_URL_BYTES: usize = 16 << 20;
+/// How long fetching one URL may take.
+pub const URL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Renders kept in memory at most (oldest dropped first is not tracked: the map is cleared).
 const MEMORY_ENTRIES: usize = 2048;
@@ -140,7 +150,13 @@ impl Prompts {
         assets: Option<PathBuf>,
         cache_dir: Option<PathBuf>,
     ) -> Prompts {
-        Prompts { tts, assets, cache_dir, memory: Arc::new(Mutex::new(HashMap::new())) }
+        let http = reqwest::Client::builder()
+            .timeout(URL_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("voxide/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Prompts { tts, assets, cache_dir, memory: Arc::new(Mutex::new(HashMap::new())), http }
     }
 
     pub fn has_tts(&self) -> bool {
@@ -188,6 +204,44 @@ impl Prompts {
             let bytes: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
             write_atomically(&path, &bytes).await;
         }
+        self.remember(key, pcm.clone());
+        Ok(pcm)
+    }
+
+    /// A WAV file at `url` (which the flow's manifest allowed), fetched once per process.
+    pub async fn fetch(&self, url: &url::Url) -> Result<Arc<[i16]>, PromptError> {
+        let key = format!("url:{url}");
+        if let Some(pcm) = self.recall(&key) {
+            return Ok(pcm);
+        }
+        let fail = |why: String| PromptError::Fetch { url: url.to_string(), why };
+        let mut response = self.http.get(url.clone()).send().await.map_err(|e| {
+            fail(if e.is_timeout() {
+                format!("no answer within {URL_TIMEOUT:?}")
+            } else {
+                e.to_string()
+            })
+        })?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(fail(format!("HTTP {status}: redirects are not followed")));
+        }
+        if !status.is_success() {
+            return Err(fail(format!("HTTP {status}")));
+        }
+        let too_big = || fail(format!("larger than {} MiB", MAX_URL_BYTES >> 20));
+        if response.content_length().is_some_and(|n| n > MAX_URL_BYTES as u64) {
+            return Err(too_big());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| fail(e.to_string()))? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_URL_BYTES {
+                return Err(too_big());
+            }
+        }
+        let pcm: Arc<[i16]> =
+            to_8k(&bytes).map_err(|e| fail(format!("not a usable WAV: {e}")))?.into();
         self.remember(key, pcm.clone());
         Ok(pcm)
     }
@@ -301,6 +355,77 @@ mod tests {
         let restarted = Prompts::new(Some(Arc::new(Unrunnable)), None, Some(cache.path().into()));
         assert_eq!(restarted.say("Hello from Voxide.", None).await.unwrap(), pcm);
         assert!(restarted.say("Not cached yet.", None).await.is_err(), "the engine was run");
+    }
+
+    /// A loopback HTTP server answering every request with `response` (head + body).
+    async fn http_server(
+        response: Vec<u8>,
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = vec![0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(&response).await;
+            }
+        });
+        (addr, hits)
+    }
+
+    fn wav_16k(samples: &[i16]) -> Vec<u8> {
+        let mut w =
+            voxide_media::wav::WavWriter::new(std::io::Cursor::new(Vec::new()), 16_000, 1).unwrap();
+        w.write_interleaved(samples).unwrap();
+        w.finalize().unwrap().into_inner()
+    }
+
+    fn ok(body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[tokio::test]
+    async fn a_url_is_fetched_once_resampled_and_cached() {
+        let tone: Vec<i16> = (0..24_000).map(|i| ((i % 40) as i16 - 20) * 300).collect();
+        let (addr, hits) = http_server(ok(&wav_16k(&tone))).await;
+        let prompts = Prompts::new(None, None, None);
+        let url = url::Url::parse(&format!("http://{addr}/a.wav")).unwrap();
+        let pcm = prompts.fetch(&url).await.unwrap();
+        assert_eq!(pcm.len(), 12_000, "1.5 s at 8 kHz");
+        assert_eq!(prompts.fetch(&url).await.unwrap(), pcm);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "second play from memory");
+    }
+
+    #[tokio::test]
+    async fn bad_urls_fail_with_the_reason() {
+        let prompts = Prompts::new(None, None, None);
+        let fetch = async |response: Vec<u8>| {
+            let (addr, _) = http_server(response).await;
+            let url = url::Url::parse(&format!("http://{addr}/x.wav")).unwrap();
+            prompts.fetch(&url).await.unwrap_err().to_string()
+        };
+        let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec();
+        assert!(fetch(not_found).await.contains("HTTP 404"));
+        let redirect =
+            b"HTTP/1.1 302 Found\r\nLocation: http://evil.example/\r\nContent-Length: 0\r\n\r\n";
+        assert!(fetch(redirect.to_vec()).await.contains("redirects are not followed"));
+        assert!(fetch(ok(b"<html>not audio</html>")).await.contains("not a usable WAV"));
+        let huge = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_URL_BYTES + 1);
+        assert!(fetch(huge.into_bytes()).await.contains("larger than 16 MiB"));
+        // Nobody listening.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let url = url::Url::parse(&format!("http://{closed}/x.wav")).unwrap();
+        assert!(matches!(prompts.fetch(&url).await, Err(PromptError::Fetch { .. })));
     }
 
     /// An engine that shares espeak-ng's cache key but refuses to render.

@@ -193,6 +193,8 @@ pub struct SimCall {
     ended: Option<Ended>,
     recordings: u32,
     transcript: Transcript,
+    /// The flow's manifest: `play` of a URL it does not allow fails as it would on a call.
+    manifest: Arc<crate::manifest::Manifest>,
 }
 
 impl SimCall {
@@ -222,6 +224,7 @@ impl SimCall {
             ended: None,
             recordings: 0,
             transcript,
+            manifest: Arc::default(),
         }
     }
 
@@ -392,6 +395,7 @@ impl CallControl for SimCall {
 
     async fn play(&mut self, media: String) -> CallResult<()> {
         self.live()?;
+        self.manifest.check_play(&media).map_err(CallError::Failed)?;
         let ms = self.scenario.media_ms.get(&media).copied().unwrap_or(2000);
         self.push(Actor::Flow, Step::Play { media });
         self.prompt(ms, false).map(|_| ())
@@ -679,17 +683,29 @@ pub struct Mismatch {
     pub reason: String,
 }
 
-/// Runs `flow` against `scenario` and checks its expectations.
+/// Runs `flow` (with no manifest) against `scenario` and checks its expectations.
 pub async fn run_scenario(
     engine: &FlowEngine,
     flow: &Flow,
     scenario: &Scenario,
     seq: u32,
 ) -> ScenarioReport {
+    run_scenario_with(engine, flow, &Arc::default(), scenario, seq).await
+}
+
+/// Runs `flow`, holding the capabilities of `manifest`, against `scenario`.
+pub async fn run_scenario_with(
+    engine: &FlowEngine,
+    flow: &Flow,
+    manifest: &Arc<crate::manifest::Manifest>,
+    scenario: &Scenario,
+    seq: u32,
+) -> ScenarioReport {
     let scenario = Arc::new(scenario.clone());
     let transcript: Transcript = Arc::default();
     let call_id = format!("sim-{seq}");
-    let sim = SimCall::new(scenario.clone(), call_id.clone(), transcript.clone());
+    let mut sim = SimCall::new(scenario.clone(), call_id.clone(), transcript.clone());
+    sim.manifest = manifest.clone();
     let info = CallInfo {
         id: CallId(call_id),
         from: scenario.call.from.clone(),

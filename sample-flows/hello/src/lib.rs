@@ -1,6 +1,7 @@
 //! hello: answer, greet, hang up — the smallest useful flow.
 //!
-//! Route variable `greeting` overrides what is said.
+//! Route variables: `greeting` overrides what is said; `greeting_url` plays a recorded WAV
+//! instead (the URL must be allowed by the flow's manifest: `[capabilities] http`).
 
 use voxide_guest::prelude::*;
 
@@ -9,8 +10,10 @@ struct Hello;
 impl Flow for Hello {
     fn handle(call: &Call) -> Result<()> {
         call.answer()?;
-        let greeting = call.var("greeting").unwrap_or("Hello from Voxide. Goodbye!");
-        call.say(greeting)?;
+        match call.var("greeting_url") {
+            Some(url) => call.play(url)?,
+            None => call.say(call.var("greeting").unwrap_or("Hello from Voxide. Goodbye!"))?,
+        }
         call.hangup();
         Ok(())
     }
