@@ -760,8 +760,14 @@ fn bridged_baresip_phones(alice_codec: &str, bob_codec: &str) {
         "{alice_codec}/{bob_codec}: alice hears {at_alice:.0} Hz, bob hears {at_bob:.0} Hz; alice's RTCP: {received} packets, lost {lost}"
     );
     // (baresip's 48 kHz sine comes out ~2% sharp after its own resampling, on both sides.)
-    assert!((at_alice / 880.0 - 1.0).abs() < 0.05, "alice hears {at_alice} Hz, not bob's 880 Hz");
-    assert!((at_bob / 440.0 - 1.0).abs() < 0.05, "bob hears {at_bob} Hz, not alice's 440 Hz");
+    assert!(
+        (at_alice / 880.0 - 1.0).abs() < 0.05,
+        "alice hears {at_alice} Hz, not bob's 880 Hz:\n{alice_text}\nbob:\n{bob_text}"
+    );
+    assert!(
+        (at_bob / 440.0 - 1.0).abs() < 0.05,
+        "bob hears {at_bob} Hz, not alice's 440 Hz:\n{bob_text}\nalice:\n{alice_text}"
+    );
 }
 
 #[test]
