@@ -1,0 +1,524 @@
+//! Every route through the real router (`oneshot`), on a real store: SQLite, and Postgres when
+//! `VOXIDE_TEST_POSTGRES` names a server (required in CI). Components are the sample flows'
+//! and hostile fixtures' real bytes where a valid one is needed, and hand-made bytes for the
+//! invalid cases.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use axum::http::Method;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use voxide_runtime::flows::FlowEngineConfig;
+
+/// A component built from this repository's source (`dir` relative to the repository root),
+/// into the target directory the runtime's tests use for guests.
+fn guest(dir: &str) -> Vec<u8> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let opts = voxide_runtime::builder::BuildOptions {
+        target_dir: Some(root.join("target/guests")),
+        quiet: true,
+    };
+    let wasm = voxide_runtime::builder::build_flow(&root.join(dir), &opts)
+        .unwrap_or_else(|e| panic!("building {dir} (needs the wasm32-wasip2 target): {e}"));
+    std::fs::read(wasm).unwrap()
+}
+
+fn hello_component() -> Vec<u8> {
+    guest("sample-flows/hello")
+}
+
+struct Env {
+    app: axum::Router,
+    state: ApiState,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn envs() -> Vec<Env> {
+    let mut urls = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    urls.push(format!("sqlite://{}", dir.path().join("api.db").display()));
+    match std::env::var("VOXIDE_TEST_POSTGRES") {
+        Ok(admin) => urls.push(postgres_database(&admin).await),
+        Err(_) => assert!(std::env::var_os("CI").is_none(), "CI must test Postgres"),
+    }
+    let engine = FlowEngine::new(FlowEngineConfig {
+        cache_dir: Some(dir.path().join("cache")),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    for url in &urls {
+        let store = Store::open(url).await.unwrap();
+        let (_, key) = store.bootstrap().await.unwrap().unwrap();
+        let mut state = ApiState::new(store, engine.clone());
+        state.max_upload = 1 << 20;
+        out.push(Env {
+            app: router(state.clone()),
+            state,
+            admin: key.secret,
+            _dir: tempfile::tempdir().unwrap(),
+        });
+    }
+    // Keep the SQLite file's directory alive in the first env.
+    if let Some(first) = out.first_mut() {
+        first._dir = dir;
+    }
+    out
+}
+
+/// A fresh database on the Postgres server at `admin`.
+async fn postgres_database(admin: &str) -> String {
+    voxide_store::create_postgres_database(admin, "voxide_api_test").await.unwrap()
+}
+
+async fn call(
+    env: &Env,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(key) = key {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    if let Some(ct) = content_type {
+        req = req.header(header::CONTENT_TYPE, ct);
+    }
+    let response = env.app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, json)
+}
+
+async fn get(env: &Env, path: &str, key: &str) -> (StatusCode, serde_json::Value) {
+    call(env, Method::GET, path, Some(key), None, Vec::new()).await
+}
+
+async fn post_json(
+    env: &Env,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    call(env, method, path, Some(key), Some("application/json"), body.to_string().into_bytes())
+        .await
+}
+
+async fn upload(
+    env: &Env,
+    flow: &str,
+    key: &str,
+    bytes: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    call(
+        env,
+        Method::POST,
+        &format!("/api/v1/flows/{flow}/versions"),
+        Some(key),
+        Some("application/wasm"),
+        bytes,
+    )
+    .await
+}
+
+fn code(body: &serde_json::Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+#[tokio::test]
+async fn every_route_needs_a_valid_key() {
+    for env in envs().await {
+        let routes = [
+            (Method::GET, "/api/v1/whoami"),
+            (Method::GET, "/api/v1/openapi.json"),
+            (Method::GET, "/api/v1/flows"),
+            (Method::GET, "/api/v1/flows/x/versions"),
+            (Method::POST, "/api/v1/flows/x/versions"),
+            (Method::GET, "/api/v1/flows/x/versions/1"),
+            (Method::DELETE, "/api/v1/flows/x/versions/1"),
+            (Method::GET, "/api/v1/flows/x/aliases"),
+            (Method::PUT, "/api/v1/flows/x/aliases/live"),
+            (Method::GET, "/api/v1/routes"),
+            (Method::POST, "/api/v1/routes"),
+            (Method::DELETE, "/api/v1/routes/rt_1"),
+        ];
+        for (method, path) in routes {
+            for key in [None, Some("vox_not-a-key"), Some("")] {
+                let (status, body) = call(&env, method.clone(), path, key, None, Vec::new()).await;
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path} with {key:?}: {body}"
+                );
+                assert_eq!(code(&body), "unauthorized");
+            }
+        }
+        let (status, body) = get(&env, "/api/v1/whoami", &env.admin).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["role"], "admin");
+        let (status, body) = get(&env, "/api/v1/nowhere", &env.admin).await;
+        assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    }
+}
+
+#[tokio::test]
+async fn upload_list_alias_route_and_delete_a_flow() {
+    let hello = hello_component();
+    for env in envs().await {
+        let k = env.admin.as_str();
+        let changes = env.state.changes.subscribe();
+        let (status, v1) = upload(&env, "hello", k, hello.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{v1}");
+        assert_eq!((v1["version"].as_i64(), v1["created"].as_bool()), (Some(1), Some(true)));
+        assert!(v1["digest"].as_str().unwrap().starts_with("sha256:"));
+        assert_eq!(v1["world"], "voxide:flow/handler@0.1.0");
+        assert_eq!(v1["size"].as_u64(), Some(hello.len() as u64));
+        assert!(changes.has_changed().unwrap(), "the SIP side hears of it");
+        // Same bytes: the same version, 200.
+        let (status, again) = upload(&env, "hello", k, hello.clone()).await;
+        assert_eq!(
+            (status, again["version"].as_i64(), again["created"].as_bool()),
+            (StatusCode::OK, Some(1), Some(false))
+        );
+        // A package with a manifest.
+        let boundary = "XyZ";
+        let mut body = Vec::new();
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\r\ndescription = \"hi\"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"component\"; filename=\"f.wasm\"\r\nContent-Type: application/wasm\r\n\r\n").as_bytes());
+        body.extend_from_slice(&hello);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let (status, pkg) = call(
+            &env,
+            Method::POST,
+            "/api/v1/flows/greeter/versions",
+            Some(k),
+            Some(&format!("multipart/form-data; boundary={boundary}")),
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{pkg}");
+        assert_eq!(pkg["manifest"], "description = \"hi\"");
+
+        let (_, flows) = get(&env, "/api/v1/flows", k).await;
+        let names: Vec<&str> =
+            flows.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["greeter", "hello"]);
+        let (status, versions) = get(&env, "/api/v1/flows/hello/versions", k).await;
+        assert_eq!((status, versions.as_array().unwrap().len()), (StatusCode::OK, 1));
+        let (status, one) = get(&env, "/api/v1/flows/hello/versions/1", k).await;
+        assert_eq!((status, one["version"].as_i64()), (StatusCode::OK, Some(1)));
+
+        let (status, alias) = post_json(
+            &env,
+            Method::PUT,
+            "/api/v1/flows/hello/aliases/live",
+            k,
+            serde_json::json!({"version": 1}),
+        )
+        .await;
+        assert_eq!((status, alias["version"].as_i64()), (StatusCode::OK, Some(1)), "{alias}");
+        let (_, aliases) = get(&env, "/api/v1/flows/hello/aliases", k).await;
+        assert_eq!(aliases[0]["name"], "live");
+        let (status, route) = post_json(
+            &env,
+            Method::POST,
+            "/api/v1/routes",
+            k,
+            serde_json::json!({
+                "pattern": "+15550100", "targets": [{"flow": "hello", "alias": "live"}]
+            }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{route}");
+        assert_eq!(route["targets"][0]["weight"], 100);
+        let (_, routes) = get(&env, "/api/v1/routes", k).await;
+        assert_eq!(routes.as_array().unwrap().len(), 1);
+        // In use: refused; after the route goes, the alias still holds it; moved... deleted.
+        let (status, body) =
+            call(&env, Method::DELETE, "/api/v1/flows/hello/versions/1", Some(k), None, Vec::new())
+                .await;
+        assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"));
+        assert!(body["error"]["message"].as_str().unwrap().contains("+15550100"), "{body}");
+        let id = route["id"].as_str().unwrap();
+        let (status, _) =
+            call(&env, Method::DELETE, &format!("/api/v1/routes/{id}"), Some(k), None, Vec::new())
+                .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = call(
+            &env,
+            Method::DELETE,
+            "/api/v1/flows/greeter/versions/1",
+            Some(k),
+            None,
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, body) = get(&env, "/api/v1/flows/greeter/versions/1", k).await;
+        assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    }
+}
+
+#[tokio::test]
+async fn bad_uploads_say_what_is_wrong_and_store_nothing() {
+    let hello = hello_component();
+    // A core module (not a component): the wasm magic with version 1 and layer 0.
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    // A valid component of another world: a WASI command.
+    let wrong_world = guest("runtime/tests/guests/not-a-flow");
+    for env in envs().await {
+        let k = env.admin.as_str();
+        let cases: Vec<(&str, Vec<u8>, StatusCode, &str, &str)> = vec![
+            (
+                "not wasm",
+                b"hello, world".to_vec(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_component",
+                "not a WebAssembly",
+            ),
+            (
+                "core module",
+                core_module.clone(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_component",
+                "core WebAssembly module",
+            ),
+            (
+                "wrong world",
+                wrong_world.clone(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_component",
+                "does not export voxide:flow/handler@0.1.0",
+            ),
+            (
+                "truncated",
+                hello[..hello.len() / 2].to_vec(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_component",
+                "invalid component",
+            ),
+            (
+                "over size",
+                vec![0u8; (1 << 20) + 1],
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "1 MiB",
+            ),
+        ];
+        for (what, bytes, status, error_code, says) in cases {
+            let (got, body) = upload(&env, "hello", k, bytes).await;
+            assert_eq!((got, code(&body)), (status, error_code), "{what}: {body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(says), "{what}: {message}");
+        }
+        // Wrong content type, bad names, an unknown capability in the manifest.
+        let (status, body) = call(
+            &env,
+            Method::POST,
+            "/api/v1/flows/hello/versions",
+            Some(k),
+            Some("text/plain"),
+            hello.clone(),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        );
+        let (status, body) = upload(&env, "Bad%20Name", k, hello.clone()).await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid"));
+        let boundary = "b";
+        let mut package = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\r\n[capabilities]\nsmtp = true\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"component\"\r\n\r\n").into_bytes();
+        package.extend_from_slice(&hello);
+        package.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let (status, body) = call(
+            &env,
+            Method::POST,
+            "/api/v1/flows/hello/versions",
+            Some(k),
+            Some("multipart/form-data; boundary=b"),
+            package,
+        )
+        .await;
+        assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_component"));
+        assert!(body["error"]["message"].as_str().unwrap().contains("smtp"), "{body}");
+        // Nothing was stored by any of them.
+        let (_, flows) = get(&env, "/api/v1/flows", k).await;
+        assert_eq!(flows, serde_json::json!([]), "a failed upload left something behind");
+    }
+}
+
+#[tokio::test]
+async fn another_tenants_objects_are_404_and_roles_limit_keys() {
+    let hello = hello_component();
+    for env in envs().await {
+        let store = &env.state.store;
+        let other = store.create_tenant("other").await.unwrap();
+        let theirs = store.create_key(&other.id, "theirs", Role::Admin).await.unwrap().secret;
+        let (status, v) = upload(&env, "hello", &theirs, hello.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        let (status, _) = post_json(
+            &env,
+            Method::PUT,
+            "/api/v1/flows/hello/aliases/live",
+            &theirs,
+            serde_json::json!({"version": 1}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, route) = post_json(
+            &env,
+            Method::POST,
+            "/api/v1/routes",
+            &theirs,
+            serde_json::json!({"pattern": "+4420", "targets": [{"flow": "hello", "version": 1}]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{route}");
+        // The default tenant's admin sees none of it, and cannot touch it.
+        let k = env.admin.as_str();
+        for path in [
+            "/api/v1/flows/hello/versions",
+            "/api/v1/flows/hello/versions/1",
+            "/api/v1/flows/hello/aliases",
+        ] {
+            let (status, body) = get(&env, path, k).await;
+            assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{path}");
+        }
+        let (_, flows) = get(&env, "/api/v1/flows", k).await;
+        assert_eq!(flows, serde_json::json!([]));
+        let (_, routes) = get(&env, "/api/v1/routes", k).await;
+        assert_eq!(routes, serde_json::json!([]));
+        let id = route["id"].as_str().unwrap();
+        let (status, _) =
+            call(&env, Method::DELETE, &format!("/api/v1/routes/{id}"), Some(k), None, Vec::new())
+                .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) =
+            call(&env, Method::DELETE, "/api/v1/flows/hello/versions/1", Some(k), None, Vec::new())
+                .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = post_json(
+            &env,
+            Method::PUT,
+            "/api/v1/flows/hello/aliases/live",
+            k,
+            serde_json::json!({"version": 1}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // Routing to their flow from here is as if it did not exist.
+        let (status, _) = post_json(
+            &env,
+            Method::POST,
+            "/api/v1/routes",
+            k,
+            serde_json::json!({"pattern": "+4421", "targets": [{"flow": "hello", "version": 1}]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // A read key reads but cannot change anything.
+        let read = store.create_key(&other.id, "ro", Role::Read).await.unwrap().secret;
+        let (status, _) = get(&env, "/api/v1/flows", &read).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = upload(&env, "hello", &read, hello.clone()).await;
+        assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+        let (status, _) = post_json(
+            &env,
+            Method::PUT,
+            "/api/v1/flows/hello/aliases/live",
+            &read,
+            serde_json::json!({"version": 1}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = call(
+            &env,
+            Method::DELETE,
+            &format!("/api/v1/routes/{id}"),
+            Some(&read),
+            None,
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+}
+
+#[tokio::test]
+async fn bad_json_and_bad_routes_answer_in_the_error_shape() {
+    for env in envs().await {
+        let k = env.admin.as_str();
+        let (status, body) = call(
+            &env,
+            Method::POST,
+            "/api/v1/routes",
+            Some(k),
+            Some("application/json"),
+            b"{not json".to_vec(),
+        )
+        .await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid"));
+        let (status, body) = post_json(
+            &env,
+            Method::POST,
+            "/api/v1/routes",
+            k,
+            serde_json::json!({"pattern": "a b", "targets": []}),
+        )
+        .await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid"));
+        let (status, body) = post_json(
+            &env,
+            Method::PUT,
+            "/api/v1/flows/x/aliases/live",
+            k,
+            serde_json::json!({"version": "one"}),
+        )
+        .await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid"));
+        let (status, body) = get(&env, "/api/v1/flows/x/versions/zero", k).await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid"));
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_the_router_serves() {
+    let env = envs().await.remove(0);
+    let (status, doc) = get(&env, "/api/v1/openapi.json", &env.admin).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    let mut listed: Vec<String> = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            listed.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    listed.sort();
+    let expected = [
+        "DELETE /api/v1/flows/{name}/versions/{version}",
+        "DELETE /api/v1/routes/{id}",
+        "GET /api/v1/flows",
+        "GET /api/v1/flows/{name}/aliases",
+        "GET /api/v1/flows/{name}/versions",
+        "GET /api/v1/flows/{name}/versions/{version}",
+        "GET /api/v1/routes",
+        "GET /api/v1/whoami",
+        "POST /api/v1/flows/{name}/versions",
+        "POST /api/v1/routes",
+        "PUT /api/v1/flows/{name}/aliases/{alias}",
+    ];
+    assert_eq!(listed, expected);
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}

@@ -1,0 +1,259 @@
+//! Every test runs against SQLite and, when `VOXIDE_TEST_POSTGRES` names a server (scripts/
+//! test.sh starts one), against a fresh Postgres database too. In CI the Postgres run is
+//! required.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+/// Fresh stores, one per backend available; the guard keeps the SQLite file alive.
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("voxide.db").display());
+    let mut out = vec![(Store::open(&url).await.unwrap(), Some(dir))];
+    match std::env::var("VOXIDE_TEST_POSTGRES") {
+        Ok(admin) => {
+            let url = create_postgres_database(&admin, "voxide_store_test").await.unwrap();
+            out.push((Store::open(&url).await.unwrap(), None));
+        }
+        Err(_) => assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must test Postgres: set VOXIDE_TEST_POSTGRES (scripts/test.sh does)"
+        ),
+    }
+    out
+}
+
+fn nf<T>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::NotFound(_)))
+}
+
+fn component(n: u8) -> NewVersion {
+    let bytes = vec![n; 100 + usize::from(n)];
+    NewVersion {
+        digest: format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+        world: "voxide:flow/handler@0.1.0".into(),
+        manifest: String::new(),
+        bytes,
+    }
+}
+
+#[tokio::test]
+async fn first_start_makes_one_admin_key_and_keys_authenticate_by_hash_only() {
+    for (store, _guard) in stores().await {
+        let (tenant, key) = store.bootstrap().await.unwrap().expect("empty store bootstraps");
+        assert_eq!(tenant.name, "default");
+        assert!(store.bootstrap().await.unwrap().is_none(), "only once");
+        let who = store.authenticate(&key.secret).await.unwrap().unwrap();
+        assert_eq!((who.tenant_id.as_str(), who.role), (tenant.id.as_str(), Role::Admin));
+        // A wrong or malformed secret is nobody.
+        assert_eq!(store.authenticate("vox_0000").await.unwrap(), None);
+        assert_eq!(store.authenticate("Bearer x").await.unwrap(), None);
+        // The secret itself is nowhere in the table.
+        let rows =
+            sqlx::query("SELECT prefix, hash FROM api_keys").fetch_all(&store.pool).await.unwrap();
+        for row in rows {
+            let (prefix, hash): (String, String) = (row.get("prefix"), row.get("hash"));
+            assert!(!hash.contains(&key.secret) && key.secret.starts_with(&prefix));
+            assert_ne!(prefix, key.secret);
+        }
+        let read = store.create_key(&tenant.id, "ci", Role::Read).await.unwrap();
+        let who = store.authenticate(&read.secret).await.unwrap().unwrap();
+        assert!(who.role.allows(Role::Read) && !who.role.allows(Role::Deploy));
+        assert!(Role::Admin.allows(Role::Deploy));
+    }
+}
+
+#[tokio::test]
+async fn versions_are_numbered_immutable_and_deduplicated_per_flow() {
+    for (store, _guard) in stores().await {
+        let t = store.create_tenant("acme").await.unwrap();
+        let (v1, created) = store.create_version(&t.id, "ivr", component(1)).await.unwrap();
+        assert!(created);
+        assert_eq!(v1.version, 1);
+        let (again, created) = store.create_version(&t.id, "ivr", component(1)).await.unwrap();
+        assert!(!created, "identical bytes return the existing version");
+        assert_eq!(again, v1);
+        let (v2, _) = store.create_version(&t.id, "ivr", component(2)).await.unwrap();
+        assert_eq!(v2.version, 2);
+        // The same bytes under another flow name are that flow's version 1.
+        let (other, created) = store.create_version(&t.id, "menu", component(1)).await.unwrap();
+        assert!(created && other.version == 1);
+        assert_eq!(store.component(&v1.digest).await.unwrap(), component(1).bytes);
+        let versions = store.list_versions(&t.id, "ivr").await.unwrap();
+        assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
+        let flows = store.list_flows(&t.id).await.unwrap();
+        assert_eq!(
+            flows.iter().map(|f| (f.name.as_str(), f.versions)).collect::<Vec<_>>(),
+            [("ivr", 2), ("menu", 1)]
+        );
+        assert!(matches!(
+            store.create_version(&t.id, "Bad Name", component(3)).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn another_tenants_objects_do_not_exist() {
+    for (store, _guard) in stores().await {
+        let a = store.create_tenant("a").await.unwrap();
+        let b = store.create_tenant("b").await.unwrap();
+        let (v, _) = store.create_version(&a.id, "ivr", component(1)).await.unwrap();
+        store.set_alias(&a.id, "ivr", "live", 1).await.unwrap();
+        let route = store
+            .add_route(
+                &a.id,
+                NewRoute {
+                    pattern: "+15550100".into(),
+                    priority: 0,
+                    targets: vec![RouteTarget {
+                        flow: "ivr".into(),
+                        alias: Some("live".into()),
+                        version: None,
+                        weight: 100,
+                    }],
+                    vars: BTreeMap::new(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(nf(store.list_versions(&b.id, "ivr").await));
+        assert!(nf(store.version(&b.id, "ivr", v.version).await));
+        assert!(nf(store.aliases(&b.id, "ivr").await));
+        assert!(nf(store.set_alias(&b.id, "ivr", "live", 1).await));
+        assert!(nf(store.delete_version(&b.id, "ivr", 1).await));
+        assert!(nf(store.delete_route(&b.id, &route.id).await));
+        assert!(store.list_flows(&b.id).await.unwrap().is_empty());
+        assert!(store.routes(&b.id).await.unwrap().is_empty());
+        // B cannot route to A's flow either.
+        let stolen = store
+            .add_route(
+                &b.id,
+                NewRoute {
+                    pattern: "+15550199".into(),
+                    priority: 0,
+                    targets: vec![RouteTarget {
+                        flow: "ivr".into(),
+                        alias: None,
+                        version: Some(1),
+                        weight: 100,
+                    }],
+                    vars: BTreeMap::new(),
+                },
+            )
+            .await;
+        assert!(nf(stolen));
+        assert_eq!(store.routes(&a.id).await.unwrap(), vec![route]);
+    }
+}
+
+#[tokio::test]
+async fn aliases_move_atomically_and_versions_in_use_cannot_be_deleted() {
+    for (store, _guard) in stores().await {
+        let t = store.create_tenant("acme").await.unwrap();
+        store.create_version(&t.id, "ivr", component(1)).await.unwrap();
+        store.create_version(&t.id, "ivr", component(2)).await.unwrap();
+        store.create_version(&t.id, "ivr", component(3)).await.unwrap();
+        store.set_alias(&t.id, "ivr", "live", 1).await.unwrap();
+        assert_eq!(store.resolve_alias(&t.id, "ivr", "live").await.unwrap(), 1);
+        store.set_alias(&t.id, "ivr", "live", 2).await.unwrap();
+        assert_eq!(store.resolve_alias(&t.id, "ivr", "live").await.unwrap(), 2);
+        assert!(matches!(
+            store.set_alias(&t.id, "ivr", "live", 9).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store
+            .add_route(
+                &t.id,
+                NewRoute {
+                    pattern: "+1555*".into(),
+                    priority: 5,
+                    targets: vec![
+                        RouteTarget {
+                            flow: "ivr".into(),
+                            alias: Some("live".into()),
+                            version: None,
+                            weight: 90,
+                        },
+                        RouteTarget {
+                            flow: "ivr".into(),
+                            alias: None,
+                            version: Some(3),
+                            weight: 10,
+                        },
+                    ],
+                    vars: BTreeMap::from([("company".into(), "Acme".into())]),
+                },
+            )
+            .await
+            .unwrap();
+        // 2 is live (and routed through the alias), 3 is routed directly, 1 is free.
+        for v in [2, 3] {
+            let err = store.delete_version(&t.id, "ivr", v).await.unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("+1555*")), "{err}");
+        }
+        store.delete_version(&t.id, "ivr", 1).await.unwrap();
+        assert!(matches!(store.version(&t.id, "ivr", 1).await, Err(StoreError::NotFound(_))));
+        // Routes keep their shape through the database.
+        let routes = store.all_routes().await.unwrap();
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].targets[1].version, Some(3));
+        assert_eq!(routes[0].vars["company"], "Acme");
+    }
+}
+
+#[tokio::test]
+async fn bad_routes_are_refused_with_the_reason() {
+    for (store, _guard) in stores().await {
+        let t = store.create_tenant("acme").await.unwrap();
+        store.create_version(&t.id, "ivr", component(1)).await.unwrap();
+        let route = |pattern: &str, targets: Vec<RouteTarget>| NewRoute {
+            pattern: pattern.into(),
+            priority: 0,
+            targets,
+            vars: BTreeMap::new(),
+        };
+        let v1 =
+            || vec![RouteTarget { flow: "ivr".into(), alias: None, version: Some(1), weight: 100 }];
+        for bad in ["", "**", "a b", "+1*5"] {
+            assert!(
+                matches!(
+                    store.add_route(&t.id, route(bad, v1())).await,
+                    Err(StoreError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            store.add_route(&t.id, route("x", vec![])).await,
+            Err(StoreError::Invalid(_))
+        ));
+        let both = vec![RouteTarget {
+            flow: "ivr".into(),
+            alias: Some("live".into()),
+            version: Some(1),
+            weight: 1,
+        }];
+        assert!(matches!(
+            store.add_route(&t.id, route("x", both)).await,
+            Err(StoreError::Invalid(_))
+        ));
+        let missing = vec![RouteTarget {
+            flow: "ivr".into(),
+            alias: Some("live".into()),
+            version: None,
+            weight: 1,
+        }];
+        assert!(matches!(
+            store.add_route(&t.id, route("x", missing)).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store.add_route(&t.id, route("sales", v1())).await.unwrap();
+        let err = store.add_route(&t.id, route("sales", v1())).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref m) if m.contains("already routed")),
+            "{err}"
+        );
+    }
+}
