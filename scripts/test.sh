@@ -23,6 +23,8 @@ command -v espeak-ng > /dev/null || need+=(espeak-ng)
 dpkg -s libopus-dev > /dev/null 2>&1 || need+=(libopus-dev)
 # tcpdump shows what reached each sipp's media port in the bridged-call test.
 command -v tcpdump > /dev/null || need+=(tcpdump)
+# A real Postgres for the store's and the API's tests (SQLite is built in).
+compgen -G "/usr/lib/postgresql/*/bin/postgres" > /dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt=(apt-get); else apt=(sudo apt-get); fi
   echo "installing ${need[*]}"
@@ -42,6 +44,30 @@ cargo clippy -p voxide-media --features net --all-targets --locked -- -D warning
 
 step "clippy (sample flows, wasm32-wasip2, -D warnings)"
 (cd sample-flows && cargo clippy --target wasm32-wasip2 --release --locked -- -D warnings)
+
+step "postgres (for the store and API tests)"
+# A throwaway server on a free loopback port, owned by the postgres user (it refuses root),
+# in a temporary directory; stopped and removed when this script exits.
+pg_bin=$(dirname "$(compgen -G "/usr/lib/postgresql/*/bin/postgres" | sort -V | tail -1)")
+pg_dir=$(mktemp -d /tmp/voxide-pg.XXXXXX)
+pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+  chown postgres "$pg_dir"
+  as_pg=(runuser -u postgres --)
+fi
+stop_pg() {
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop > /dev/null 2>&1 || true
+  rm -rf "$pg_dir"
+}
+trap stop_pg EXIT
+"${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U voxide > "$pg_dir/initdb.log" 2>&1 \
+  || { cat "$pg_dir/initdb.log"; exit 1; }
+"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w \
+  -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c fsync=off" start > /dev/null \
+  || { cat "$pg_dir/server.log"; exit 1; }
+export VOXIDE_TEST_POSTGRES="postgres://voxide@127.0.0.1:$pg_port/postgres"
+echo "postgres on 127.0.0.1:$pg_port"
 
 step "host tests"
 cargo test --workspace --locked
@@ -63,7 +89,7 @@ done
 
 step "scaffolded flows (vox new ... && vox test)"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp"; stop_pg' EXIT
 # The issue's literal check, in a directory of its own with its own target dir.
 (cd "$tmp" && "$vox" new demo --template ivr-menu && cd demo && "$vox" test --quiet)
 # The other templates share one target dir to keep CI fast.

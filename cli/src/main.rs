@@ -1,9 +1,9 @@
-//! `vox`: the Voxide command line — scaffold, build and test flows.
-//!
-//! `vox deploy` and the call-control commands arrive with the control-plane work.
+//! `vox`: the Voxide command line — scaffold, build and test flows, serve them, and drive a
+//! server's control API (deploy, aliases, routes).
 
 mod http;
 mod new;
+mod remote;
 mod serve;
 mod test;
 
@@ -62,6 +62,75 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         scenarios: Option<PathBuf>,
     },
+    /// Check a server URL and API key, and save them for the commands below.
+    Login {
+        #[arg(long, value_name = "URL")]
+        server: String,
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
+    /// Build a flow, upload it as a new version (with its flow.toml), optionally move an alias.
+    Deploy {
+        /// Flow crate directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Point this alias (e.g. live) at the new version.
+        #[arg(long)]
+        alias: Option<String>,
+        /// Flow name on the server (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// List the flows on the server, their versions and aliases.
+    Flows {
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// List a flow's versions.
+    Versions {
+        name: String,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Point a flow's alias at a version: `vox alias ivr-menu live 3`.
+    Alias {
+        name: String,
+        alias: String,
+        /// Version number (3 or v3).
+        version: String,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Route called numbers to flows: `vox routes add +15550100 ivr-menu@live`.
+    Routes {
+        #[command(subcommand)]
+        action: RoutesAction,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RoutesAction {
+    /// Add a route: PATTERN (a number, user, prefix* or *) to TARGET... (FLOW@ALIAS or
+    /// FLOW@VERSION, each optionally =WEIGHT for a canary split).
+    Add {
+        pattern: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Among prefix routes, higher first.
+        #[arg(long, default_value_t = 0)]
+        priority: i64,
+        /// A route variable for the flow, KEY=VALUE (repeatable).
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+    },
+    /// List routes.
+    Ls,
+    /// Remove a route by id.
+    Rm { id: String },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +140,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs redirected to files stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match run(cli) {
@@ -108,6 +179,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{} KiB, {}", bytes.len() / 1024, flow.digest());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Login { server, key } => {
+            block_on(remote::login(&server, &key))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deploy { path, alias, name, remote } => {
+            let client = remote.client()?;
+            block_on(remote::deploy(&client, &path, name, alias))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flows { remote } => {
+            block_on(remote::flows(&remote.client()?))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Versions { name, remote } => {
+            block_on(remote::versions(&remote.client()?, &name))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alias { name, alias, version, remote } => {
+            let number = version
+                .trim_start_matches('v')
+                .parse::<i64>()
+                .with_context(|| format!("version {version:?}: expected a number like 3"))?;
+            block_on(remote::alias(&remote.client()?, &name, &alias, number))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Routes { action, remote } => {
+            let client = remote.client()?;
+            block_on(async {
+                match action {
+                    RoutesAction::Add { pattern, targets, priority, vars } => {
+                        remote::routes_add(&client, &pattern, &targets, priority, &vars).await
+                    }
+                    RoutesAction::Ls => remote::routes_ls(&client).await,
+                    RoutesAction::Rm { id } => remote::routes_rm(&client, &id).await,
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Test { paths, json, quiet, filter, scenarios } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let opts = test::Options { json, quiet, filter, scenarios };
@@ -115,6 +224,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+/// Runs a remote command on a small runtime of its own.
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future)
 }
 
 /// The engine `vox` uses locally: compiled flows cached under the user's cache directory.

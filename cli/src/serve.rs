@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use voxide_api::ApiState;
 use voxide_media::session::{MediaConfig, MediaEngine};
 use voxide_runtime::builder::{self, BuildOptions};
 use voxide_runtime::calls::{self, MediaServices, Route, Router};
@@ -23,6 +24,7 @@ use voxide_sip::registrar::{Registrar, RegistrarConfig};
 use voxide_sip::shell::{Command, Listen, SipHandle, SipServer};
 use voxide_sip::transaction::Timers;
 use voxide_sip::ua::UaConfig;
+use voxide_store::{NewRoute, NewVersion, RouteTarget, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,10 +44,13 @@ pub struct Args {
     /// (new calls get 503 meanwhile). Default 30.
     #[arg(long, value_name = "SECS")]
     drain_timeout: Option<u64>,
-    /// Serve `GET /healthz` and `GET /metrics` (Prometheus text) on this address. Off by
-    /// default until the control API takes this flag over (0.0.0.0:8080).
+    /// The control API (`/api/v1`) and `GET /healthz`, `GET /metrics` on this address
+    /// (default 0.0.0.0:8080; `off` to serve no HTTP).
     #[arg(long, value_name = "ADDR")]
-    http: Option<SocketAddr>,
+    http: Option<String>,
+    /// The store: `sqlite://PATH` (default `<data-dir>/voxide.db`) or `postgres://…`.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -59,6 +64,10 @@ struct Config {
     media: MediaSection,
     data_dir: Option<PathBuf>,
     drain_timeout_secs: Option<u64>,
+    /// HTTP listen address of the control API (default 0.0.0.0:8080; "off" for none).
+    http: Option<String>,
+    /// The store's URL (default sqlite://<data_dir>/voxide.db).
+    database_url: Option<String>,
     /// Most calls running a flow at once (sandbox slots reserved up front). Default 10,000.
     max_calls: Option<u32>,
 }
@@ -169,17 +178,12 @@ struct RouteConfig {
     vars: std::collections::BTreeMap<String, String>,
 }
 
-fn sample_routes() -> Vec<RouteConfig> {
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sample-flows");
-    ["hello", "ivr-menu", "voicemail", "conference", "agent"]
-        .iter()
-        .map(|name| RouteConfig {
-            pattern: (*name).into(),
-            flow: samples.join(name),
-            manifest: None,
-            vars: Default::default(),
-        })
-        .collect()
+/// The sample flows deployed (and routed by their names) on the first start of a store
+/// when no config file is given.
+const SAMPLES: [&str; 5] = ["hello", "ivr-menu", "voicemail", "conference", "agent"];
+
+fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sample-flows")
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -188,13 +192,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None if Path::new("voxide.toml").is_file() => {
             (read_config(Path::new("voxide.toml"))?, PathBuf::from("."))
         }
-        None => (Config { routes: sample_routes(), ..Config::default() }, PathBuf::from(".")),
+        None => (Config::default(), PathBuf::from(".")),
     };
-    if config.routes.is_empty() {
-        bail!(
-            "no [[routes]] configured: add one, e.g. `[[routes]] match = \"hello\" flow = \"sample-flows/hello\"`"
-        );
-    }
+    // Without a config file, the sample flows are deployed into a fresh store.
+    let deploy_samples = args.config.is_none() && !Path::new("voxide.toml").is_file();
     if let Some(sip) = args.sip {
         config.sip.listen = sip;
     }
@@ -206,7 +207,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ..Default::default()
     })?;
 
-    let mut router = Router::default();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let database_url = args
+        .database_url
+        .clone()
+        .or(config.database_url.clone())
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("voxide.db").display()));
+    let store = Store::open(&database_url)
+        .await
+        .with_context(|| format!("opening the store {}", redact(&database_url)))?;
+    println!("store {}", redact(&database_url));
+    if let Some((tenant, key)) = store.bootstrap().await.context("creating the first tenant")? {
+        let file = data_dir.join("admin.key");
+        write_secret(&file, &key.secret)?;
+        println!(
+            "admin API key for tenant {:?} (shown once; also in {}):\n  {}",
+            tenant.name,
+            file.display(),
+            key.secret
+        );
+        if deploy_samples {
+            deploy_sample_flows(&store, &engine, &tenant.id).await?;
+        }
+    }
+
+    // Routes from the config file come first (tenant "local"), then the store's.
+    let mut static_routes = Vec::new();
     for r in &config.routes {
         let path = if r.flow.is_absolute() { r.flow.clone() } else { base.join(&r.flow) };
         let wasm = if path.extension().is_some_and(|e| e == "wasm") {
@@ -235,15 +262,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             None => Manifest::default(),
         };
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        println!("route {:<12} -> {name} ({})", r.pattern, &flow.digest()[..19]);
-        router.routes.push(Route {
+        static_routes.push(Route {
             pattern: r.pattern.clone(),
+            label: name.clone(),
             name,
+            tenant: "local".into(),
             flow,
             vars: r.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             manifest: Arc::new(manifest),
+            weight: 100,
         });
     }
+    let mut loader = RouteLoader::new(store.clone(), engine.clone(), static_routes);
+    let router = loader.build().await;
+    for r in &router.routes {
+        println!(
+            "route {:<12} -> {} ({}, weight {})",
+            r.pattern,
+            r.label,
+            &r.flow.digest()[..19],
+            r.weight
+        );
+    }
+    if router.routes.is_empty() {
+        println!("no routes yet: add them with the API (POST /api/v1/routes) or `vox routes add`");
+    }
+    let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::new(router));
+    let api = ApiState::new(store.clone(), engine.clone());
+    tokio::spawn(loader.follow(api.changes.subscribe(), routes_tx));
 
     let listen = config.sip.listen;
     let advertise_ip =
@@ -319,24 +365,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Prompts::new(tts, Some(assets), Some(data_dir.join("tts"))),
         data_dir.join("recordings"),
     ));
-    let http = match args.http {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding HTTP {addr}"))?;
-            println!("HTTP listening on {}", listener.local_addr()?);
-            Some(listener)
-        }
-        None => None,
+    let http_spec =
+        args.http.clone().or(config.http.clone()).unwrap_or_else(|| "0.0.0.0:8080".into());
+    let http = if http_spec == "off" {
+        None
+    } else {
+        let addr: SocketAddr = http_spec
+            .parse()
+            .with_context(|| format!("--http {http_spec:?}: expected ADDR:PORT or off"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding HTTP {addr} (choose another with --http ADDR)"))?;
+        println!("HTTP listening on {} (control API under /api/v1)", listener.local_addr()?);
+        Some(listener)
     };
     println!("RTP ports {port_min}-{port_max}, recordings in {}", media.recordings_dir.display());
     let (sip, events) = server.spawn();
     if let Some(listener) = http {
-        tokio::spawn(crate::http::serve(listener, sip.clone(), media.clone()));
+        let app = voxide_api::router(api).merge(crate::http::routes(sip.clone(), media.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        });
     }
     let calls = tokio::spawn(calls::serve(
         engine,
-        Arc::new(router),
+        routes_rx,
         sip.clone(),
         events,
         MemoryKv::default(),
@@ -408,6 +463,201 @@ fn ua_config(listen: SocketAddr, advertise: IpAddr) -> UaConfig {
         advertised: SocketAddr::new(advertise, listen.port()),
         timers: Timers::default(),
         product: format!("Voxide/{}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// A database URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Writes a secret readable by the owner only (mode 0600), replacing any old file.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// First start without a config: build the sample flows, store each as version 1 with alias
+/// `live`, and route its name to it.
+async fn deploy_sample_flows(
+    store: &Store,
+    engine: &FlowEngine,
+    tenant: &str,
+) -> anyhow::Result<()> {
+    for name in SAMPLES {
+        let dir = samples_dir().join(name);
+        eprintln!("building {} ...", dir.display());
+        let wasm = builder::build_flow(&dir, &BuildOptions::default())
+            .with_context(|| format!("building sample flow {name}"))?;
+        let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+        // No flow.toml: an empty manifest (no capabilities).
+        let manifest =
+            std::fs::read_to_string(dir.join(voxide_runtime::manifest::FILE)).unwrap_or_default();
+        Manifest::parse(&manifest).with_context(|| format!("sample flow {name}: manifest"))?;
+        let flow = engine.load(&bytes).with_context(|| format!("loading sample flow {name}"))?;
+        let new = NewVersion {
+            digest: flow.digest().to_owned(),
+            world: voxide_runtime::flows::HANDLER_EXPORT.into(),
+            manifest,
+            bytes,
+        };
+        let (v, _) = store.create_version(tenant, name, new).await?;
+        store.set_alias(tenant, name, "live", v.version).await?;
+        let target = RouteTarget {
+            flow: name.into(),
+            alias: Some("live".into()),
+            version: None,
+            weight: 100,
+        };
+        store
+            .add_route(
+                tenant,
+                NewRoute {
+                    pattern: name.into(),
+                    priority: 0,
+                    targets: vec![target],
+                    vars: Default::default(),
+                },
+            )
+            .await?;
+        println!(
+            "deployed {name} v{} ({}) as {name}@live, routed from {name:?}",
+            v.version,
+            &v.digest[..19]
+        );
+    }
+    Ok(())
+}
+
+/// Builds the SIP router from the config file's routes and the store's, and rebuilds it when
+/// versions, aliases or routes change (through this node's API, or — polled — another's).
+struct RouteLoader {
+    store: Store,
+    engine: FlowEngine,
+    static_routes: Vec<Route>,
+    /// Flows loaded so far, by digest: a reload only compiles what is new.
+    flows: std::collections::HashMap<String, voxide_runtime::flows::Flow>,
+}
+
+/// How often the store is checked for changes made by other nodes.
+const ROUTE_POLL: Duration = Duration::from_secs(5);
+
+impl RouteLoader {
+    fn new(store: Store, engine: FlowEngine, static_routes: Vec<Route>) -> RouteLoader {
+        RouteLoader { store, engine, static_routes, flows: Default::default() }
+    }
+
+    /// The router as the store says now. A target that cannot be loaded is skipped (and
+    /// logged); the rest of the routes keep working.
+    async fn build(&mut self) -> Router {
+        let mut routes = self.static_routes.clone();
+        let mut stored = match self.store.all_routes().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("loading routes from the store: {e}");
+                return Router { routes };
+            }
+        };
+        // Exact patterns before prefixes; then priority; then the longer prefix.
+        stored.sort_by_key(|r| {
+            (r.pattern.ends_with('*'), -r.priority, std::cmp::Reverse(r.pattern.len()))
+        });
+        for r in &stored {
+            for t in &r.targets {
+                match self.load_target(r, t).await {
+                    Ok(route) => routes.push(route),
+                    Err(e) => {
+                        tracing::error!(pattern = %r.pattern, flow = %t.flow, "route target skipped: {e:#}")
+                    }
+                }
+            }
+        }
+        Router { routes }
+    }
+
+    async fn load_target(
+        &mut self,
+        r: &voxide_store::Route,
+        t: &RouteTarget,
+    ) -> anyhow::Result<Route> {
+        let (version, via) = match (&t.alias, t.version) {
+            (Some(alias), _) => (
+                self.store.resolve_alias(&r.tenant_id, &t.flow, alias).await?,
+                format!(" via {alias}"),
+            ),
+            (None, Some(v)) => (v, String::new()),
+            (None, None) => bail!("no alias or version"),
+        };
+        let v = self.store.version(&r.tenant_id, &t.flow, version).await?;
+        let flow = match self.flows.get(&v.digest) {
+            Some(flow) => flow.clone(),
+            None => {
+                let bytes = self.store.component(&v.digest).await?;
+                let engine = self.engine.clone();
+                let flow = tokio::task::spawn_blocking(move || engine.load(&bytes)).await??;
+                self.flows.insert(v.digest.clone(), flow.clone());
+                flow
+            }
+        };
+        Ok(Route {
+            pattern: r.pattern.clone(),
+            name: t.flow.clone(),
+            label: format!("{} v{version}{via}", t.flow),
+            tenant: r.tenant_id.clone(),
+            flow,
+            vars: r.vars.iter().map(|(k, val)| (k.clone(), val.clone())).collect(),
+            manifest: Arc::new(Manifest::parse(&v.manifest)?),
+            weight: t.weight,
+        })
+    }
+
+    /// Rebuilds on every change signal and every [`ROUTE_POLL`], publishing only when the
+    /// routing actually changed.
+    async fn follow(
+        mut self,
+        mut changes: tokio::sync::watch::Receiver<u64>,
+        routes: tokio::sync::watch::Sender<Arc<Router>>,
+    ) {
+        let fingerprint = |router: &Router| -> Vec<(String, String, String, u32)> {
+            router
+                .routes
+                .iter()
+                .map(|r| (r.pattern.clone(), r.label.clone(), r.flow.digest().to_owned(), r.weight))
+                .collect()
+        };
+        let mut current = fingerprint(&routes.borrow());
+        let mut poll = tokio::time::interval(ROUTE_POLL);
+        loop {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = poll.tick() => {}
+            }
+            let router = self.build().await;
+            let next = fingerprint(&router);
+            if next != current {
+                tracing::info!(routes = router.routes.len(), "routes changed");
+                current = next;
+                if routes.send(Arc::new(router)).is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 

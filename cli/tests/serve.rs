@@ -65,8 +65,13 @@ fn serve_on(listen: &str, more: &str, extra: &[&str]) -> Server {
         .arg("--data-dir")
         .arg(data.path())
         .args(extra)
+        // The control API on a free port unless the test picks one (the default, 8080, would
+        // collide between tests running at once).
+        .args(if extra.contains(&"--http") { &[][..] } else { &["--http", "127.0.0.1:0"][..] })
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // Its log (info) goes to a file in the data directory, for tests that read it.
+        .env("VOX_LOG", "info")
+        .stderr(std::fs::File::create(data.path().join("vox.log")).unwrap())
         .spawn()
         .expect("start vox serve");
     let stdout = child.stdout.take().unwrap();
@@ -78,7 +83,7 @@ fn serve_on(listen: &str, more: &str, extra: &[&str]) -> Server {
         if let Some(a) = line.strip_prefix("SIP listening on udp ") {
             addr = Some(a.parse().unwrap());
         } else if let Some(a) = line.strip_prefix("HTTP listening on ") {
-            http = Some(a.parse().unwrap());
+            http = Some(a.split(' ').next().unwrap().parse().unwrap());
         } else if line.starts_with("RTP ports ") {
             break;
         }
@@ -1131,4 +1136,93 @@ fn play_fetches_a_url_the_manifest_allows_and_refuses_one_it_does_not() {
     );
     assert!(tone_ms > 1400, "heard {tone_ms} ms of a 1,500 ms tone");
     assert!(share > 0.8, "the caller did not hear the fetched tone (share {share:.2})");
+}
+
+
+/// Runs `vox ARGS…` against `server`'s API with its admin key; returns its stdout, failing the
+/// test (with its stderr) if it fails.
+fn vox_remote(server: &Server, args: &[&str]) -> String {
+    let key = std::fs::read_to_string(server._data.path().join("admin.key")).unwrap();
+    let url = format!("http://{}", server.http.expect("vox serve printed its HTTP address"));
+    let out = Command::new(env!("CARGO_BIN_EXE_vox"))
+        .args(args)
+        .args(["--server", &url, "--key", key.trim()])
+        .env("XDG_CONFIG_HOME", server._data.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "vox {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// The server's log so far.
+fn server_log(server: &Server) -> String {
+    std::fs::read_to_string(server._data.path().join("vox.log")).unwrap_or_default()
+}
+
+#[test]
+fn deploy_route_call_move_the_alias_and_split_a_canary() {
+    let server = serve_config("", &[]);
+    let ivr = repo().join("sample-flows/ivr-menu");
+    let hello = repo().join("sample-flows/hello");
+    // v1: ivr-menu, routed from +15550100 through the alias live.
+    let out = vox_remote(&server, &["deploy", ivr.to_str().unwrap(), "--alias", "live"]);
+    assert!(out.contains("deployed ivr-menu v1 (new)") && out.contains("ivr-menu@live -> v1"), "{out}");
+    let out = vox_remote(&server, &["routes", "add", "+15550100", "ivr-menu@live"]);
+    assert!(out.contains("+15550100"), "{out}");
+    // The route applies without a restart: a call to +15550100 runs ivr-menu v1 (which talks
+    // far longer than 4 s: the caller hangs up first).
+    std::thread::sleep(Duration::from_millis(300));
+    let first = {
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            run_sipp("uac-stay-then-hang-up.xml", free_port(), Some(addr), 30, &["-s", "+15550100", "-d", "6000"])
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(server_log(&server).contains("flow=ivr-menu v1 via live"), "{}", server_log(&server));
+    // v2 (another component under the same name: hello, which greets and hangs up), and live
+    // moves to it while the first call is still talking to v1.
+    let out = vox_remote(&server, &["deploy", hello.to_str().unwrap(), "--name", "ivr-menu", "--alias", "live"]);
+    assert!(out.contains("deployed ivr-menu v2 (new)"), "{out}");
+    let out = vox_remote(&server, &["versions", "ivr-menu"]);
+    assert_eq!(out.lines().count(), 3, "a heading and two versions:\n{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    // A new call runs v2: hello hangs up on it by itself.
+    let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "+15550100", &[]);
+    assert!(ok, "a new call after the alias moved did not run v2:\n{out}");
+    assert!(server_log(&server).contains("flow=ivr-menu v2 via live"));
+    // The call in progress stayed on v1: it talked for its full 6 s and hung up itself (v2
+    // would have hung up on it within 2 s).
+    let (ok, out) = first.join().unwrap();
+    assert!(ok, "the call in progress did not stay on v1:\n{out}");
+
+    // A canary: +15550200 split 50/50 between v1 and v2 over 200 calls.
+    vox_remote(&server, &["routes", "add", "+15550200", "ivr-menu@1=50", "ivr-menu@2=50"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = server_log(&server).len();
+    let scenario = repo().join("cli/tests/sipp/uac-caller-hangs-up.xml");
+    let status = Command::new("sipp")
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-s", "+15550200", "-m", "200", "-r", "50", "-l", "100", "-i", "127.0.0.1"])
+        .args(["-p", &free_port().to_string(), "-timeout", "60", "-timeout_error", "-nostdin"])
+        .arg(server.addr.to_string())
+        .current_dir(server._data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "sipp: {status}");
+    let log = server_log(&server);
+    let canary = &log[before..];
+    let v1 = canary.matches("flow=ivr-menu v1 ").count();
+    let v2 = canary.matches("flow=ivr-menu v2 ").count();
+    eprintln!("canary 50/50 over 200 calls: v1 {v1}, v2 {v2}");
+    assert_eq!(v1 + v2, 200, "every call ran one of the two");
+    assert!((80..=120).contains(&v1), "v1 got {v1} of 200 calls (expected 40-60 %)");
+    // Routes are listed as written.
+    let out = vox_remote(&server, &["routes", "ls"]);
+    assert!(out.contains("ivr-menu@v1=50, ivr-menu@v2=50"), "{out}");
 }

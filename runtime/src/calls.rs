@@ -43,37 +43,83 @@ use voxide_media::session::{
     unbridge, unbridge_links,
 };
 
-/// One routing rule: a called number / Request-URI user to a flow.
+/// One routing rule: a called number / Request-URI user to a flow. Several rules with the
+/// same pattern split new calls between their flows by `weight` (a canary).
 #[derive(Debug, Clone)]
 pub struct Route {
     /// Exact user, or a prefix ending in `*` (`+1555*`), or `*` for everything.
     pub pattern: String,
     /// Name used for logs and the flow's KV namespace.
     pub name: String,
+    /// Which version runs (`ivr-menu v3 via live`), for logs.
+    pub label: String,
+    /// The tenant the route belongs to ("local" for routes from the config file).
+    pub tenant: String,
+    /// The flow, loaded when the route was: a call started on it stays on it, whatever
+    /// happens to aliases and routes meanwhile.
     pub flow: Flow,
     pub vars: Vec<(String, String)>,
     /// What the flow declared it may do (`flow.toml`).
     pub manifest: Arc<Manifest>,
+    /// Share of new calls among the routes with the same pattern.
+    pub weight: u32,
 }
 
-/// Routes in priority order: the first match wins.
+/// Routes in priority order: the first matching pattern wins; among routes with that
+/// pattern, one is picked at random by weight.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     pub routes: Vec<Route>,
 }
 
 impl Router {
-    /// The route whose pattern is exactly `user`.
+    /// A route whose pattern is exactly `user`.
     pub fn lookup_exact(&self, user: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.pattern == user)
+        let first = self.routes.iter().find(|r| r.pattern == user)?;
+        self.pick(&first.pattern, random_u32())
     }
 
     pub fn lookup(&self, user: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| match r.pattern.strip_suffix('*') {
+        let first = self.routes.iter().find(|r| match r.pattern.strip_suffix('*') {
             Some(prefix) => user.starts_with(prefix),
             None => r.pattern == user,
-        })
+        })?;
+        self.pick(&first.pattern, random_u32())
     }
+
+    /// The route with `pattern` that `roll` lands on, weighting each by its share.
+    pub fn pick(&self, pattern: &str, roll: u32) -> Option<&Route> {
+        let candidates: Vec<&Route> = self.routes.iter().filter(|r| r.pattern == pattern).collect();
+        let weights: Vec<u32> = candidates.iter().map(|r| r.weight).collect();
+        candidates.get(weighted_index(&weights, roll)?).copied()
+    }
+}
+
+/// The index `roll` lands on when each index owns a share of `weights` (all zero: the first).
+pub fn weighted_index(weights: &[u32], roll: u32) -> Option<usize> {
+    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+    if weights.is_empty() {
+        return None;
+    }
+    if total == 0 {
+        return Some(0);
+    }
+    let mut at = u64::from(roll) % total;
+    for (i, w) in weights.iter().enumerate() {
+        if at < u64::from(*w) {
+            return Some(i);
+        }
+        at -= u64::from(*w);
+    }
+    Some(weights.len() - 1)
+}
+
+/// A random number for canary splits (not for secrets).
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(0x0076_6f78);
+    h.finish() as u32
 }
 
 /// The user part of a SIP/SIPS/tel Request-URI (`sip:hello@host` → `hello`).
@@ -102,7 +148,7 @@ enum Signal {
 /// Runs calls until the SIP event channel closes.
 pub async fn serve(
     engine: FlowEngine,
-    router: Arc<Router>,
+    routes: tokio::sync::watch::Receiver<Arc<Router>>,
     sip: SipHandle,
     mut events: mpsc::UnboundedReceiver<Event>,
     kv: MemoryKv,
@@ -121,6 +167,9 @@ pub async fn serve(
                         let (tx, rx) = mpsc::unbounded_channel();
                         // An exact route wins; then a registered user is rung directly;
                         // then prefix and catch-all routes.
+                        // The routes as of now: a change made through the API applies to
+                        // calls that start after it.
+                        let router = routes.borrow().clone();
                         let route = match router.lookup_exact(&user) {
                             Some(route) => Some(route.clone()),
                             None if !sip.lookup(&user).await.is_empty() => {
@@ -152,11 +201,11 @@ pub async fn serve(
                                 .map(|h| (h.name.as_str().to_owned(), h.value.clone())).collect(),
                             vars: route.vars.clone(),
                         };
-                        tracing::info!(call = %info.id, flow = %route.name, peer = %peer.addr, "incoming call");
+                        tracing::info!(call = %info.id, flow = %route.label, peer = %peer.addr, "incoming call");
                         let mut sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri))
                             .with_media(media.clone(), request.body.clone());
                         sip_call.manifest = route.manifest.clone();
-                        let (engine, kv, done) = (engine.clone(), kv.namespace("local", &route.name), done_tx.clone());
+                        let (engine, kv, done) = (engine.clone(), kv.namespace(&route.tenant, &route.name), done_tx.clone());
                         tokio::spawn(async move {
                             let report = engine.run(&route.flow, info, Box::new(sip_call), kv).await;
                             tracing::info!(call = %report.call_id, outcome = %report.outcome, "call ended");
@@ -1376,6 +1425,20 @@ impl CallControl for SipCall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canary_weights_split_rolls_in_proportion() {
+        assert_eq!(weighted_index(&[], 7), None);
+        assert_eq!(weighted_index(&[0, 0], 7), Some(0));
+        assert_eq!(weighted_index(&[100], 12345), Some(0));
+        let mut counts = [0u32; 2];
+        for roll in 0..1000 {
+            counts[weighted_index(&[90, 10], roll).unwrap()] += 1;
+        }
+        assert_eq!(counts, [900, 100]);
+        // A zero-weight target never gets a call.
+        assert!((0..1000).all(|roll| weighted_index(&[0, 5, 5], roll) != Some(0)));
+    }
 
     #[test]
     fn request_user_of_common_uris() {
