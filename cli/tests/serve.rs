@@ -1138,7 +1138,6 @@ fn play_fetches_a_url_the_manifest_allows_and_refuses_one_it_does_not() {
     assert!(share > 0.8, "the caller did not hear the fetched tone (share {share:.2})");
 }
 
-
 /// Runs `vox ARGS…` against `server`'s API with its admin key; returns its stdout, failing the
 /// test (with its stderr) if it fails.
 fn vox_remote(server: &Server, args: &[&str]) -> String {
@@ -1168,7 +1167,10 @@ fn deploy_route_call_move_the_alias_and_split_a_canary() {
     let hello = repo().join("sample-flows/hello");
     // v1: ivr-menu, routed from +15550100 through the alias live.
     let out = vox_remote(&server, &["deploy", ivr.to_str().unwrap(), "--alias", "live"]);
-    assert!(out.contains("deployed ivr-menu v1 (new)") && out.contains("ivr-menu@live -> v1"), "{out}");
+    assert!(
+        out.contains("deployed ivr-menu v1 (new)") && out.contains("ivr-menu@live -> v1"),
+        "{out}"
+    );
     let out = vox_remote(&server, &["routes", "add", "+15550100", "ivr-menu@live"]);
     assert!(out.contains("+15550100"), "{out}");
     // The route applies without a restart: a call to +15550100 runs ivr-menu v1 (which talks
@@ -1177,14 +1179,23 @@ fn deploy_route_call_move_the_alias_and_split_a_canary() {
     let first = {
         let addr = server.addr;
         std::thread::spawn(move || {
-            run_sipp("uac-stay-then-hang-up.xml", free_port(), Some(addr), 30, &["-s", "+15550100", "-d", "6000"])
+            run_sipp(
+                "uac-stay-then-hang-up.xml",
+                free_port(),
+                Some(addr),
+                30,
+                &["-s", "+15550100", "-d", "6000"],
+            )
         })
     };
     std::thread::sleep(Duration::from_secs(1));
     assert!(server_log(&server).contains("flow=ivr-menu v1 via live"), "{}", server_log(&server));
     // v2 (another component under the same name: hello, which greets and hangs up), and live
     // moves to it while the first call is still talking to v1.
-    let out = vox_remote(&server, &["deploy", hello.to_str().unwrap(), "--name", "ivr-menu", "--alias", "live"]);
+    let out = vox_remote(
+        &server,
+        &["deploy", hello.to_str().unwrap(), "--name", "ivr-menu", "--alias", "live"],
+    );
     assert!(out.contains("deployed ivr-menu v2 (new)"), "{out}");
     let out = vox_remote(&server, &["versions", "ivr-menu"]);
     assert_eq!(out.lines().count(), 3, "a heading and two versions:\n{out}");
