@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Voxide's main job: `vox serve` answering SIP on 0.0.0.0:5060 (UDP and TCP), with the sample
 # flows routed by called user — hello, ivr-menu, voicemail, conference, agent — and real media
-# (RTP 10000-20000, prompts spoken by espeak-ng, recordings under ./voxide-data/recordings).
+# (RTP 10000-20000, prompts spoken by espeak-ng, recordings under ./voxide-data/recordings),
+# and the control API on 0.0.0.0:8080 (the first start prints the admin key, also saved in
+# ./voxide-data/admin.key).
 # Installs what it needs when missing: the wasm32-wasip2 target, espeak-ng and libopus-dev
 # (Debian).
 # Extra arguments go to `vox serve`, e.g. `bash scripts/serve.sh --sip 127.0.0.1:5070`.
