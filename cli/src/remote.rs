@@ -243,13 +243,7 @@ pub async fn deploy(
     let version = uploaded["version"].as_i64().context("the server answered without a version")?;
     let mut moved = Value::Null;
     if let Some(alias) = &alias {
-        moved = client
-            .json_request(
-                reqwest::Method::PUT,
-                &format!("/flows/{name}/aliases/{alias}"),
-                &serde_json::json!({ "version": version }),
-            )
-            .await?;
+        moved = move_alias(client, &name, alias, version).await?;
     }
     if client.json {
         println!("{}", serde_json::json!({ "version": uploaded, "alias": moved }));
@@ -298,14 +292,20 @@ pub async fn versions(client: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn move_alias(
+    client: &Client,
+    name: &str,
+    alias: &str,
+    version: i64,
+) -> anyhow::Result<Value> {
+    let body = serde_json::json!({ "version": version });
+    client
+        .json_request(reqwest::Method::PUT, &format!("/flows/{name}/aliases/{alias}"), &body)
+        .await
+}
+
 pub async fn alias(client: &Client, name: &str, alias: &str, version: i64) -> anyhow::Result<()> {
-    let moved = client
-        .json_request(
-            reqwest::Method::PUT,
-            &format!("/flows/{name}/aliases/{alias}"),
-            &serde_json::json!({ "version": version }),
-        )
-        .await?;
+    let moved = move_alias(client, name, alias, version).await?;
     if client.json {
         println!("{moved}");
     } else {
