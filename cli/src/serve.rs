@@ -24,7 +24,7 @@ use voxide_sip::registrar::{Registrar, RegistrarConfig};
 use voxide_sip::shell::{Command, Listen, SipHandle, SipServer};
 use voxide_sip::transaction::Timers;
 use voxide_sip::ua::UaConfig;
-use voxide_store::{NewRoute, NewVersion, RouteTarget, Store};
+use voxide_store::{NewRoute, RouteTarget, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -509,14 +509,9 @@ async fn deploy_sample_flows(
         // No flow.toml: an empty manifest (no capabilities).
         let manifest =
             std::fs::read_to_string(dir.join(voxide_runtime::manifest::FILE)).unwrap_or_default();
-        Manifest::parse(&manifest).with_context(|| format!("sample flow {name}: manifest"))?;
-        let flow = engine.load(&bytes).with_context(|| format!("loading sample flow {name}"))?;
-        let new = NewVersion {
-            digest: flow.digest().to_owned(),
-            world: voxide_runtime::flows::HANDLER_EXPORT.into(),
-            manifest,
-            bytes,
-        };
+        let new = voxide_api::validate(engine, bytes, manifest)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("sample flow {name}"))?;
         let (v, _) = store.create_version(tenant, name, new).await?;
         store.set_alias(tenant, name, "live", v.version).await?;
         let target = RouteTarget {

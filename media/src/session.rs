@@ -734,6 +734,11 @@ struct Leg {
     far_decoder: Option<(Codec, Decoder)>,
     /// A transcoding bridge's audio from the far end, decoded by its leg, for us to send.
     far_pcm: VecDeque<i16>,
+    /// Bridged to a leg whose codec our packets cannot be relayed to (Opus to G.711): each leg
+    /// decodes what its peer sends and hands the audio across to be encoded for the other.
+    /// Set on bridging and on every packet we relay (where the other leg's codec is read
+    /// anyway), so the per-packet loop never locks for it.
+    transcode: bool,
     last_rx: Instant,
     /// Since when the 20 ms clock has been paused (relaying only).
     relay_since: Option<Instant>,
@@ -789,6 +794,7 @@ impl Leg {
             far: VecDeque::new(),
             far_decoder: None,
             far_pcm: VecDeque::new(),
+            transcode: false,
             last_rx: now,
             relay_since: None,
             timed_out: false,
@@ -855,7 +861,7 @@ impl Leg {
                 received = rtcp.recv_from(&mut rtcp_buf) => {
                     if let Ok((n, from)) = received
                         && self.latched.is_some_and(|l| l.ip() == from.ip())
-                        && !self.transcoding()
+                        && !self.transcode
                         && let Some(peer) = self.bridge.as_ref().and_then(|(peer, _)| peer.upgrade())
                     {
                         let _ = peer.send(Command::RelayRtcp(rtcp_buf[..n].to_vec()));
@@ -919,14 +925,16 @@ impl Leg {
         {
             // Straight out of the other leg's socket to its peer, from this task.
             let target = outlet.state.lock().ok().and_then(|s| s.clone());
-            if let Some((to, theirs)) = target
-                && let Some(packet) = translate(bytes.to_vec(), &n, &theirs)
-                && outlet.socket.try_send_to(&packet, to).is_ok()
-            {
-                outlet.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+            if let Some((to, theirs)) = target {
+                self.transcode = !codec::relayable(n.codec, theirs.codec);
+                if let Some(packet) = translate(bytes.to_vec(), &n, &theirs)
+                    && outlet.socket.try_send_to(&packet, to).is_ok()
+                {
+                    outlet.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                }
             }
             if outlet.wants_copies.load(Ordering::Relaxed)
-                && !self.transcoding()
+                && !self.transcode
                 && let Some(peer) = peer.upgrade()
             {
                 let copy = Command::FarAudio { packet: bytes.to_vec(), codec: n.codec, pt: n.pt };
@@ -964,9 +972,9 @@ impl Leg {
         self.bridge.is_some() && !self.decoding() && self.dtmf_out.is_empty()
     }
 
-    /// Bridged to a leg whose codec packets cannot be relayed to (Opus to G.711): each leg
-    /// decodes what its peer sends and hands the audio across to be encoded for the other.
-    fn transcoding(&self) -> bool {
+    /// Whether the bridge must transcode, from the other leg's current negotiation (false
+    /// when not bridged or either side has not negotiated yet).
+    fn needs_transcoding(&self) -> bool {
         let Some((_, outlet)) = &self.bridge else { return false };
         let Some(ours) = self.negotiated.as_ref().map(|n| n.codec) else { return false };
         outlet.upgrade().is_some_and(|o| {
@@ -976,6 +984,14 @@ impl Leg {
                 .and_then(|s| s.as_ref().map(|(_, theirs)| !codec::relayable(ours, theirs.codec)))
                 .unwrap_or(false)
         })
+    }
+
+    /// Appends the far end's decoded audio to `queue`, keeping at most `max` samples (the
+    /// two legs' clocks drift; the oldest audio goes).
+    fn queue_far(queue: &mut VecDeque<i16>, samples: impl IntoIterator<Item = i16>, max: usize) {
+        queue.extend(samples);
+        let excess = queue.len().saturating_sub(max);
+        queue.drain(..excess);
     }
 
     /// RTP timestamp units per 20 ms frame (160 for G.711, 960 for Opus).
@@ -994,10 +1010,7 @@ impl Leg {
 
     /// Whether the peer's audio is needed here: not while a bridge just relays it.
     fn decoding(&self) -> bool {
-        self.bridge.is_none()
-            || self.recording.is_some()
-            || self.room.is_some()
-            || self.transcoding()
+        self.bridge.is_none() || self.recording.is_some() || self.room.is_some() || self.transcode
     }
 
     fn digit(&mut self, digit: char, duration_ms: u32) {
@@ -1038,6 +1051,7 @@ impl Leg {
                     }
                 }
                 self.negotiated = Some(n);
+                self.transcode = self.needs_transcoding();
             }
             Command::Play { pcm, done } => {
                 if let Some((_, _, old)) = self.playing.replace((pcm, 0, done)) {
@@ -1108,6 +1122,7 @@ impl Leg {
             }
             Command::Bridge(peer) => {
                 self.bridge = peer;
+                self.transcode = self.needs_transcoding();
                 if let Some((_, _, done)) = self.playing.take() {
                     let _ = done.send(false);
                 }
@@ -1138,23 +1153,17 @@ impl Leg {
                     if let Some((_, decoder)) = self.far_decoder.as_mut()
                         && decoder.decode(p.payload, &mut pcm).is_ok()
                     {
-                        self.far.extend(pcm);
                         // At most a second behind; older audio is dropped.
-                        let excess = self.far.len().saturating_sub(8000);
-                        self.far.drain(..excess);
+                        Leg::queue_far(&mut self.far, pcm, 8000);
                     }
                 }
             }
             Command::FarPcm(pcm) => {
                 if self.recording.as_ref().is_some_and(|r| r.spec.stereo) {
-                    self.far.extend(pcm.iter().copied());
-                    let excess = self.far.len().saturating_sub(8000);
-                    self.far.drain(..excess);
+                    Leg::queue_far(&mut self.far, pcm.iter().copied(), 8000);
                 }
-                self.far_pcm.extend(pcm);
-                // Two legs' clocks drift: keep at most 100 ms queued, dropping the oldest.
-                let excess = self.far_pcm.len().saturating_sub(800);
-                self.far_pcm.drain(..excess);
+                // At most 100 ms queued for sending.
+                Leg::queue_far(&mut self.far_pcm, pcm, 800);
             }
         }
     }
@@ -1205,24 +1214,18 @@ impl Leg {
         if let Some((room, id)) = &self.room {
             let _ = room.send(RoomMsg::Frame { id: *id, samples: frame.clone() });
         }
-        if self.transcoding()
+        if self.transcode
             && let Some(peer) = self.bridge.as_ref().and_then(|(peer, _)| peer.upgrade())
         {
             let _ = peer.send(Command::FarPcm(frame.clone()));
         }
         self.last_frame = frame;
-        if !self.timed_out
-            && n.remote.is_some()
-            && self.last_rx.elapsed() >= self.config.rtp_timeout
-        {
-            self.timed_out = true;
-            let _ = self.events.send(MediaEvent::RtpTimeout);
-        }
+        self.check_timeout();
         // Send path: our frame (prompt or silence) unless bridged or not sending.
         let ts = self.timestamp;
         self.timestamp = self.timestamp.wrapping_add(self.ts_step());
         let Some(to) = self.latched.or(n.remote) else { return };
-        let transcoding = self.transcoding();
+        let transcoding = self.transcode;
         if !n.direction.sends() || (self.bridge.is_some() && !transcoding) {
             return;
         }
@@ -1289,7 +1292,7 @@ impl Leg {
     async fn report(&mut self, rtcp: &UdpSocket) {
         // While bridged, the far end's own reports are passed through instead (unless we
         // transcode: then the streams on each side are ours, and so are the reports).
-        if self.bridge.is_some() && !self.transcoding() {
+        if self.bridge.is_some() && !self.transcode {
             return;
         }
         let Some(n) = &self.negotiated else { return };

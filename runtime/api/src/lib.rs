@@ -339,24 +339,12 @@ async fn upload_version(
             ),
         ));
     };
-    let unusable =
-        |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_component", m);
-    Manifest::parse(&manifest_text).map_err(|e| unusable(e.to_string()))?;
     // Validate and compile off the async threads: a compile takes tens to hundreds of ms.
     let engine = s.engine.clone();
-    let (flow, bytes) =
-        tokio::task::spawn_blocking(move || engine.load(&bytes).map(|f| (f, bytes)))
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
-            .map_err(|e: LoadError| unusable(e.to_string()))?;
-    let new = NewVersion {
-        digest: flow.digest().to_owned(),
-        world: HANDLER_EXPORT.to_owned(),
-        manifest: manifest_text,
-        bytes,
-    };
+    let new = tokio::task::spawn_blocking(move || validate(&engine, bytes, manifest_text))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_component", m))?;
     let (version, created) = s.store.create_version(auth.tenant(), &name, new).await?;
     if created {
         tracing::info!(tenant = auth.tenant(), flow = %name, version = version.version, digest = %version.digest, "flow version uploaded");
@@ -364,6 +352,25 @@ async fn upload_version(
     }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(Uploaded { version, created })))
+}
+
+/// Checks an upload the way every deployment path must — the manifest's capabilities, then the
+/// component (WebAssembly, a component, the world this host serves, imports it can satisfy, a
+/// compile with `engine`) — and returns the version to store, or what is wrong. It compiles:
+/// call it off the async threads.
+pub fn validate(
+    engine: &FlowEngine,
+    bytes: Vec<u8>,
+    manifest: String,
+) -> Result<NewVersion, String> {
+    Manifest::parse(&manifest).map_err(|e| e.to_string())?;
+    let flow = engine.load(&bytes).map_err(|e: LoadError| e.to_string())?;
+    Ok(NewVersion {
+        digest: flow.digest().to_owned(),
+        world: HANDLER_EXPORT.to_owned(),
+        manifest,
+        bytes,
+    })
 }
 
 /// Reads a body of at most `limit` bytes, or answers 413.

@@ -32,12 +32,13 @@ struct Env {
     app: axum::Router,
     state: ApiState,
     admin: String,
-    _dir: tempfile::TempDir,
+    /// The SQLite file and the engine's cache, shared by every env of one test.
+    _dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 async fn envs() -> Vec<Env> {
     let mut urls = Vec::new();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
     urls.push(format!("sqlite://{}", dir.path().join("api.db").display()));
     match std::env::var("VOXIDE_TEST_POSTGRES") {
         Ok(admin) => urls.push(postgres_database(&admin).await),
@@ -54,16 +55,7 @@ async fn envs() -> Vec<Env> {
         let (_, key) = store.bootstrap().await.unwrap().unwrap();
         let mut state = ApiState::new(store, engine.clone());
         state.max_upload = 1 << 20;
-        out.push(Env {
-            app: router(state.clone()),
-            state,
-            admin: key.secret,
-            _dir: tempfile::tempdir().unwrap(),
-        });
-    }
-    // Keep the SQLite file's directory alive in the first env.
-    if let Some(first) = out.first_mut() {
-        first._dir = dir;
+        out.push(Env { app: router(state.clone()), state, admin: key.secret, _dir: dir.clone() });
     }
     out
 }
