@@ -13,6 +13,12 @@
 //!   insert-only; uploading the same bytes again returns the existing version.
 //! - Nothing is written half: every multi-row change runs in one transaction.
 
+mod activity;
+
+pub use activity::{
+    Activity, Cdr, CdrFilter, Delivery, DueDelivery, Event, NewEvent, RecordingMeta, Webhook,
+};
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

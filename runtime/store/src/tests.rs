@@ -257,3 +257,203 @@ async fn bad_routes_are_refused_with_the_reason() {
         );
     }
 }
+
+fn cdr(tenant: &str, id: &str, to: &str, outcome: &str, started_at: Millis) -> Cdr {
+    Cdr {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        direction: "inbound".into(),
+        from: "sip:alice@client.test".into(),
+        to: to.into(),
+        flow: "ivr".into(),
+        version: Some(1),
+        digest: "sha256:00".into(),
+        started_at,
+        answered_at: Some(started_at + 10),
+        ended_at: started_at + 1000,
+        duration_ms: 1000,
+        outcome: outcome.into(),
+        detail: outcome.into(),
+        actions: 3,
+    }
+}
+
+fn event(tenant: &str, kind: &str, call: &str) -> NewEvent {
+    NewEvent {
+        tenant_id: tenant.into(),
+        kind: kind.into(),
+        call_id: Some(call.into()),
+        data: serde_json::json!({ "call": call }),
+    }
+}
+
+#[tokio::test]
+async fn cdrs_and_their_events_commit_together_and_filter_per_tenant() {
+    for (store, _guard) in stores().await {
+        let a = store.create_tenant("acme").await.unwrap();
+        let b = store.create_tenant("other").await.unwrap();
+        for (i, (to, outcome)) in
+            [("+15550100", "completed"), ("+15550101", "hung-up"), ("+15550100", "trapped")]
+                .into_iter()
+                .enumerate()
+        {
+            let id = format!("CA{i}");
+            let events = store
+                .record(Activity {
+                    cdr: Some(cdr(&a.id, &id, to, outcome, 1000 * i as i64)),
+                    recording: None,
+                    events: vec![event(&a.id, "call.completed", &id)],
+                })
+                .await
+                .unwrap();
+            assert_eq!(events.len(), 1);
+        }
+        store
+            .record(Activity {
+                cdr: Some(cdr(&b.id, "CBx", "+15550100", "completed", 0)),
+                recording: None,
+                events: vec![event(&b.id, "call.completed", "CBx")],
+            })
+            .await
+            .unwrap();
+        let all = store.cdrs(&a.id, &CdrFilter::default()).await.unwrap();
+        assert_eq!(all.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["CA2", "CA1", "CA0"]);
+        let f = |number: Option<&str>, outcome: Option<&str>, since: Option<i64>| CdrFilter {
+            number: number.map(Into::into),
+            outcome: outcome.map(Into::into),
+            since,
+            ..CdrFilter::default()
+        };
+        assert_eq!(store.cdrs(&a.id, &f(Some("+15550100"), None, None)).await.unwrap().len(), 2);
+        assert_eq!(store.cdrs(&a.id, &f(Some("alice"), None, None)).await.unwrap().len(), 3);
+        let trapped =
+            store.cdrs(&a.id, &f(Some("+15550100"), Some("trapped"), None)).await.unwrap();
+        assert_eq!(trapped.len(), 1);
+        assert_eq!(trapped[0], cdr(&a.id, "CA2", "+15550100", "trapped", 2000));
+        assert_eq!(store.cdrs(&a.id, &f(None, None, Some(1000))).await.unwrap().len(), 2);
+        assert!(nf(store.cdr(&a.id, "CBx").await), "another tenant's CDR is not found");
+        // A CDR id is written once: the whole activity (and its event) is refused.
+        let dup = Activity {
+            cdr: Some(cdr(&a.id, "CA0", "+1", "completed", 0)),
+            recording: None,
+            events: vec![event(&a.id, "call.completed", "CA0")],
+        };
+        assert!(store.record(dup).await.is_err());
+        let events = store.events_after(&a.id, 0, 100).await.unwrap();
+        assert_eq!(events.len(), 3, "the refused activity left no event");
+        assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(store.events_after(&a.id, events[1].seq, 100).await.unwrap(), events[2..]);
+        assert_eq!(store.events_after(&b.id, 0, 100).await.unwrap().len(), 1);
+        assert_eq!(store.last_event_seq(&a.id).await.unwrap(), events[2].seq);
+    }
+}
+
+#[tokio::test]
+async fn webhook_deliveries_are_created_with_events_leased_retried_and_given_up() {
+    for (store, _guard) in stores().await {
+        let a = store.create_tenant("acme").await.unwrap();
+        let b = store.create_tenant("other").await.unwrap();
+        assert!(matches!(
+            store.create_webhook(&a.id, "ftp://x", None).await,
+            Err(StoreError::Invalid(_))
+        ));
+        // Events before the webhook existed are not delivered to it.
+        store
+            .record(Activity {
+                events: vec![event(&a.id, "call.ringing", "c0")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let hook = store.create_webhook(&a.id, "http://127.0.0.1:9/hook", None).await.unwrap();
+        assert!(hook.secret.starts_with("whsec_"));
+        let stored = store
+            .record(Activity {
+                events: vec![
+                    event(&a.id, "call.ringing", "c1"),
+                    event(&a.id, "call.answered", "c1"),
+                ],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store
+            .record(Activity {
+                events: vec![event(&b.id, "call.ringing", "x")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let due = store.claim_deliveries(10, 60_000).await.unwrap();
+        assert_eq!(
+            due.iter().map(|d| d.event.id.clone()).collect::<Vec<_>>(),
+            [stored[0].id.clone(), stored[1].id.clone()]
+        );
+        assert_eq!(
+            (due[0].url.as_str(), due[0].secret.as_str()),
+            (hook.url.as_str(), hook.secret.as_str())
+        );
+        assert!(store.claim_deliveries(10, 60_000).await.unwrap().is_empty(), "leased");
+        store.delivery_attempted(due[0].event.seq, &hook.id, Ok(204), None).await.unwrap();
+        store
+            .delivery_attempted(
+                due[1].event.seq,
+                &hook.id,
+                Err((Some(500), "HTTP 500".into())),
+                Some(0),
+            )
+            .await
+            .unwrap();
+        let again = store.claim_deliveries(10, 60_000).await.unwrap();
+        assert_eq!((again.len(), again[0].attempts), (1, 1), "retried when due");
+        store
+            .delivery_attempted(again[0].event.seq, &hook.id, Err((None, "refused".into())), None)
+            .await
+            .unwrap();
+        let status = store.deliveries(&a.id, &hook.id, None, 10).await.unwrap();
+        let by_kind = |k: &str| status.iter().find(|d| d.event_kind == k).unwrap().clone();
+        assert_eq!(
+            (by_kind("call.ringing").status.as_str(), by_kind("call.ringing").last_status),
+            ("delivered", Some(204))
+        );
+        let failed = by_kind("call.answered");
+        assert_eq!((failed.status.as_str(), failed.attempts), ("failed", 2));
+        assert_eq!(failed.last_error.as_deref(), Some("refused"));
+        assert_eq!(store.deliveries(&a.id, &hook.id, Some("failed"), 10).await.unwrap().len(), 1);
+        assert!(nf(store.deliveries(&b.id, &hook.id, None, 10).await), "another tenant's webhook");
+        assert!(nf(store.delete_webhook(&b.id, &hook.id).await));
+        store.delete_webhook(&a.id, &hook.id).await.unwrap();
+        assert!(store.webhooks(&a.id).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn recordings_are_listed_per_tenant_and_deleted() {
+    for (store, _guard) in stores().await {
+        let a = store.create_tenant("acme").await.unwrap();
+        let b = store.create_tenant("other").await.unwrap();
+        let meta = RecordingMeta {
+            id: "rec-1".into(),
+            tenant_id: a.id.clone(),
+            call_id: "CA1".into(),
+            file: "rec-1.wav".into(),
+            duration_ms: 1200,
+            channels: 1,
+            created_at: 5,
+        };
+        store
+            .record(Activity {
+                recording: Some(meta.clone()),
+                events: vec![event(&a.id, "recording.completed", "CA1")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.recordings(&a.id, 10).await.unwrap(), std::slice::from_ref(&meta));
+        assert!(store.recordings(&b.id, 10).await.unwrap().is_empty());
+        assert!(nf(store.recording(&b.id, "rec-1").await));
+        assert!(nf(store.delete_recording(&b.id, "rec-1").await));
+        assert_eq!(store.delete_recording(&a.id, "rec-1").await.unwrap(), meta);
+        assert!(nf(store.recording(&a.id, "rec-1").await));
+    }
+}
