@@ -16,6 +16,7 @@ use voxide_media::session::{MediaConfig, MediaEngine};
 use voxide_runtime::builder::{self, BuildOptions};
 use voxide_runtime::calls::{self, MediaServices, Route, Router};
 use voxide_runtime::flows::{FlowEngine, FlowEngineConfig};
+use voxide_runtime::hub::CallHub;
 use voxide_runtime::kv::MemoryKv;
 use voxide_runtime::manifest::Manifest;
 use voxide_runtime::prompts::{Espeak, Prompts, Tts};
@@ -265,6 +266,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         static_routes.push(Route {
             pattern: r.pattern.clone(),
             label: name.clone(),
+            version: None,
             name,
             tenant: "local".into(),
             flow,
@@ -288,7 +290,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("no routes yet: add them with the API (POST /api/v1/routes) or `vox routes add`");
     }
     let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::new(router));
-    let api = ApiState::new(store.clone(), engine.clone());
+    let mut api = ApiState::new(store.clone(), engine.clone());
+    // What calls report is written to the store (events, CDRs, recordings), then streamed
+    // and delivered to webhooks.
+    let (activity_tx, activity_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hub = CallHub::new(activity_tx);
+    api.hub = Some(hub.clone());
+    let recorder =
+        tokio::spawn(voxide_api::record_activity(store.clone(), activity_rx, api.events.clone()));
+    tokio::spawn(voxide_api::deliver_webhooks(store.clone(), api.events.clone(), retry_policy()?));
     tokio::spawn(loader.follow(api.changes.subscribe(), routes_tx));
 
     let listen = config.sip.listen;
@@ -380,6 +390,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(listener)
     };
     println!("RTP ports {port_min}-{port_max}, recordings in {}", media.recordings_dir.display());
+    api.recordings_dir = Some(media.recordings_dir.clone());
     let (sip, events) = server.spawn();
     if let Some(listener) = http {
         let app = voxide_api::router(api).merge(crate::http::routes(sip.clone(), media.clone()));
@@ -389,15 +400,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    let calls = tokio::spawn(calls::serve(
+    let services = calls::CallServices {
         engine,
-        routes_rx,
-        sip.clone(),
-        events,
-        MemoryKv::default(),
-        SocketAddr::new(advertise_ip, port),
-        Some(media),
-    ));
+        kv: MemoryKv::default(),
+        advertised: SocketAddr::new(advertise_ip, port),
+        media: Some(media),
+        hub: hub.clone(),
+    };
+    let calls = tokio::spawn(calls::serve(services, routes_rx, sip.clone(), events));
     tokio::select! {
         _ = shutdown_signal() => {}
         r = calls => {
@@ -407,7 +417,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let drain = Duration::from_secs(args.drain_timeout.or(config.drain_timeout_secs).unwrap_or(30));
     shutdown(&sip, drain).await;
+    // The writer ends once the calls that just ended have reported their CDRs.
+    hub.close();
+    if tokio::time::timeout(Duration::from_secs(5), recorder).await.is_err() {
+        tracing::warn!("{} call(s) still running at exit: no CDR for them", hub.len());
+    }
     Ok(())
+}
+
+/// Webhook retries: `VOX_WEBHOOK_RETRY_BASE_MS` (default 1000) doubles up to 10 min, 12
+/// attempts.
+fn retry_policy() -> anyhow::Result<voxide_api::RetryPolicy> {
+    let mut policy = voxide_api::RetryPolicy::default();
+    if let Ok(ms) = std::env::var("VOX_WEBHOOK_RETRY_BASE_MS") {
+        let ms: u64 = ms
+            .parse()
+            .with_context(|| format!("VOX_WEBHOOK_RETRY_BASE_MS={ms:?}: not a number"))?;
+        policy.base = Duration::from_millis(ms.max(1));
+    }
+    Ok(policy)
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (service managers).
@@ -614,6 +642,7 @@ impl RouteLoader {
             pattern: r.pattern.clone(),
             name: t.flow.clone(),
             label: format!("{} v{version}{via}", t.flow),
+            version: Some(version),
             tenant: r.tenant_id.clone(),
             flow,
             vars: r.vars.iter().map(|(k, val)| (k.clone(), val.clone())).collect(),

@@ -437,6 +437,16 @@ impl Session {
     }
 }
 
+impl LegLink {
+    /// [`Session::play`] on a leg known by link; `None` if the leg is gone.
+    pub fn play(&self, pcm: Arc<[i16]>) -> Option<oneshot::Receiver<bool>> {
+        let commands = self.0.upgrade()?;
+        let (done, rx) = oneshot::channel();
+        commands.send(Command::Play { pcm, done }).ok()?;
+        Some(rx)
+    }
+}
+
 /// [`bridge`] for legs known by link; `false` if either leg is gone.
 pub fn bridge_links(a: &LegLink, b: &LegLink) -> bool {
     let (Some(x), Some(y)) = (a.0.upgrade(), b.0.upgrade()) else { return false };

@@ -156,6 +156,12 @@ pub trait CallControl: Send {
     fn log(&mut self, _level: LogLevel, _message: &str) {}
     /// True once the caller has gone (hung up, or the call was ended by the API).
     fn caller_hung_up(&self) -> bool;
+    /// After the flow ended because the call was redirected to another flow: readies the
+    /// call for that flow, `false` if the call cannot go on (the caller left meanwhile, or it
+    /// was not redirected).
+    fn resume(&mut self) -> bool {
+        false
+    }
 }
 
 /// Severity of a flow log line.

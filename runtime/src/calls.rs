@@ -32,6 +32,7 @@ use crate::call::{
     FlowEvent, GatherOptions, GatherResult, LogLevel, RecordOptions, Recording, SayOptions,
 };
 use crate::flows::{Flow, FlowEngine};
+use crate::hub::{CallHub, CallSnapshot, HubError, LiveCall, RecordingInfo};
 use crate::kv::MemoryKv;
 use crate::manifest::Manifest;
 use crate::prompts::{self, PromptError, Prompts};
@@ -53,6 +54,8 @@ pub struct Route {
     pub name: String,
     /// Which version runs (`ivr-menu v3 via live`), for logs.
     pub label: String,
+    /// The stored version that runs (None for a flow from the config file).
+    pub version: Option<i64>,
     /// The tenant the route belongs to ("local" for routes from the config file).
     pub tenant: String,
     /// The flow, loaded when the route was: a call started on it stays on it, whatever
@@ -134,27 +137,57 @@ pub fn request_user(request: &Message) -> Option<String> {
     Some(user.split(';').next().unwrap_or(user).to_owned())
 }
 
-/// Signals from the SIP task to one call's flow.
+/// Signals from the SIP task (and the control API) to one call's flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Signal {
+pub(crate) enum Signal {
     /// The caller's SDP answer, from the ACK of an offerless INVITE.
     AckAnswer(Vec<u8>),
     CallerGone,
     Dtmf(char),
     /// The final response to our REFER.
     Referred(u16),
+    /// The API redirected the call: end the running flow; another one takes the call.
+    Redirect,
+}
+
+/// What placing calls from the API needs: set by [`serve`] on its hub.
+#[derive(Debug)]
+pub(crate) struct Originator {
+    engine: FlowEngine,
+    sip: SipHandle,
+    advertised: SocketAddr,
+    pub(crate) media: Option<Arc<MediaServices>>,
+    kv: MemoryKv,
+}
+
+/// What [`serve`] runs calls with.
+#[derive(Debug, Clone)]
+pub struct CallServices {
+    pub engine: FlowEngine,
+    pub kv: MemoryKv,
+    /// Our SIP address as peers reach it (contact, SDP without media).
+    pub advertised: SocketAddr,
+    /// RTP, prompts and recordings (None: signalling only).
+    pub media: Option<Arc<MediaServices>>,
+    /// Where live calls are registered for the API and report what they do.
+    pub hub: Arc<CallHub>,
 }
 
 /// Runs calls until the SIP event channel closes.
 pub async fn serve(
-    engine: FlowEngine,
+    services: CallServices,
     routes: tokio::sync::watch::Receiver<Arc<Router>>,
     sip: SipHandle,
     mut events: mpsc::UnboundedReceiver<Event>,
-    kv: MemoryKv,
-    advertised: SocketAddr,
-    media: Option<Arc<MediaServices>>,
 ) {
+    let CallServices { engine, kv, advertised, media, hub } = services;
+    let _ = hub.sip.set(Originator {
+        engine: engine.clone(),
+        sip: sip.clone(),
+        advertised,
+        media: media.clone(),
+        kv: kv.clone(),
+    });
     let mut live: HashMap<CallRef, mpsc::UnboundedSender<Signal>> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CallRef>();
     loop {
@@ -191,9 +224,11 @@ pub async fn serve(
                             sip.send(Command::Reject { call, code: 404, reason: "Not Found".into() }).await;
                             continue;
                         };
+                        let live_call = hub.start(&route.tenant, "inbound", request.from.uri.clone(), user.clone(), &route);
+                        live_call.set_signals(tx.clone(), sip.clone(), call);
                         live.insert(call, tx);
                         let info = CallInfo {
-                            id: CallId(format!("c{}", call.0)),
+                            id: CallId(live_call.id.clone()),
                             from: request.from.uri.clone(),
                             to: user,
                             direction: Direction::Inbound,
@@ -205,10 +240,10 @@ pub async fn serve(
                         let mut sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri))
                             .with_media(media.clone(), request.body.clone());
                         sip_call.manifest = route.manifest.clone();
-                        let (engine, kv, done) = (engine.clone(), kv.namespace(&route.tenant, &route.name), done_tx.clone());
+                        sip_call.live = Some(live_call.clone());
+                        let (engine, kv, done, hub) = (engine.clone(), kv.clone(), done_tx.clone(), hub.clone());
                         tokio::spawn(async move {
-                            let report = engine.run(&route.flow, info, Box::new(sip_call), kv).await;
-                            tracing::info!(call = %report.call_id, outcome = %report.outcome, "call ended");
+                            run_flows(&engine, &kv, route, info, Box::new(sip_call), &live_call, &hub).await;
                             let _ = done.send(call);
                         });
                     }
@@ -239,6 +274,217 @@ pub async fn serve(
             Some(call) = done_rx.recv() => { live.remove(&call); }
         }
     }
+}
+
+/// Signalling-only SDP (media port 9, inactive), until the media engine allocates ports.
+fn inactive_sdp(advertised: SocketAddr, session_id: u64) -> Vec<u8> {
+    let ip = advertised.ip();
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    format!(
+        "v=0\r\no=voxide {session_id} {session_id} IN {family} {ip}\r\ns=voxide\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
+         m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=inactive\r\n"
+    )
+    .into_bytes()
+}
+
+/// The legs to ring for one target: a registered user's contacts, or a SIP URI.
+async fn legs_for(
+    sip: &SipHandle,
+    advertised: SocketAddr,
+    target: &str,
+    from: &str,
+    sdp: &[u8],
+) -> Result<Vec<Outbound>, String> {
+    let target = target.trim();
+    let is_uri = target.contains(':') || target.contains('@');
+    if !is_uri {
+        let contacts = sip.lookup(target).await;
+        if contacts.is_empty() {
+            return Err(format!("{target}: not registered"));
+        }
+        let to = format!("sip:{target}@{advertised}");
+        return Ok(contacts
+            .into_iter()
+            .map(|(uri, peer)| Outbound {
+                uri,
+                peer,
+                from: from.to_owned(),
+                to: to.clone(),
+                sdp: sdp.to_vec(),
+            })
+            .collect());
+    }
+    let (uri, peer) = resolve_uri(target).await?;
+    Ok(vec![Outbound { uri: uri.clone(), peer, from: from.to_owned(), to: uri, sdp: sdp.to_vec() }])
+}
+
+/// Runs the call's flow — and, when the API redirects the call, the next one — then reports
+/// the CDR.
+async fn run_flows(
+    engine: &FlowEngine,
+    kv: &MemoryKv,
+    mut route: Route,
+    mut info: CallInfo,
+    mut call: Box<dyn CallControl>,
+    live: &LiveCall,
+    hub: &CallHub,
+) {
+    let mut actions = 0;
+    loop {
+        info.vars = route.vars.clone();
+        let ns = kv.namespace(&route.tenant, &route.name);
+        let report = engine.run(&route.flow, info.clone(), call, ns).await;
+        actions += report.actions;
+        let mut rest = report.call;
+        if let Some(next) = live.take_redirect()
+            && rest.resume()
+        {
+            tracing::info!(call = %info.id, from = %route.label, to = %next.label, "call redirected");
+            live.set_flow(&next);
+            route = next;
+            call = rest;
+            continue;
+        }
+        tracing::info!(call = %report.call_id, outcome = %report.outcome, "call ended");
+        hub.finish(live, live.record(report.outcome.kind(), report.outcome.to_string(), actions));
+        return;
+    }
+}
+
+/// An outbound call placed through the API.
+#[derive(Debug, Clone)]
+pub struct Originate {
+    pub tenant: String,
+    /// A registered user, or a SIP URI (`sip:bob@host:port`).
+    pub to: String,
+    /// Caller ID presented (the From user); `voxide` by default.
+    pub from: Option<String>,
+    /// The flow that runs once the called party answers; its vars are the call's vars.
+    pub route: Route,
+    /// How long to ring before giving up (`no-answer`).
+    pub timeout: Duration,
+}
+
+/// Places `req`: the INVITE goes out now and the call is listed as ringing; when answered,
+/// the route's flow runs on it as an outbound call. A call that never connects still gets
+/// a CDR (`busy`, `no-answer`, `failed`).
+pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapshot, HubError> {
+    let Some(ctx) = hub.sip.get() else {
+        return Err(HubError::Unavailable("this node is not taking calls (SIP is off)".into()));
+    };
+    let caller = req.from.clone().unwrap_or_else(|| "voxide".into());
+    let from = format!("sip:{}@{}", user_of(&caller), ctx.advertised);
+    let session = match &ctx.media {
+        Some(media) => Some(
+            media
+                .engine
+                .open()
+                .await
+                .map_err(|e| HubError::Unavailable(format!("no media port available: {e}")))?,
+        ),
+        None => None,
+    };
+    let sdp = match &session {
+        Some(s) => {
+            let local = sdp::Local { addr: s.local_addr(), session_id: 1, version: 1 };
+            sdp::offer(&local, codecs(), MediaDirection::SendRecv).into_bytes()
+        }
+        None => inactive_sdp(ctx.advertised, 1),
+    };
+    let mut outs = legs_for(&ctx.sip, ctx.advertised, &req.to, &from, &sdp)
+        .await
+        .map_err(HubError::Invalid)?;
+    // A registered user with several contacts: the most recent one is called.
+    let out = outs.remove(0);
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let Some(leg) = ctx.sip.invite(out, events_tx).await else {
+        return Err(HubError::Invalid(format!("{}: not a valid SIP target", req.to)));
+    };
+    let live = hub.start(&req.tenant, "outbound", from.clone(), req.to.clone(), &req.route);
+    let (signals_tx, mut signals) = mpsc::unbounded_channel();
+    live.set_signals(signals_tx.clone(), ctx.sip.clone(), leg);
+    let snapshot = live.snapshot();
+    tracing::info!(call = %live.id, to = %req.to, flow = %req.route.label, "placing a call");
+    let (hub, sip, advertised) = (hub.clone(), ctx.sip.clone(), ctx.advertised);
+    let (engine, kv, media) = (ctx.engine.clone(), ctx.kv.clone(), ctx.media.clone());
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(req.timeout);
+        tokio::pin!(deadline);
+        let not_connected = |outcome: &str, detail: String| {
+            hub.finish(&live, live.record(outcome, detail, 0));
+        };
+        let answer = loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(Event::Answered { sdp, .. }) => break sdp,
+                    Some(Event::Rejected { code, reason, .. }) => {
+                        let outcome = match leg_end(code) {
+                            LegEnd::Busy => "busy",
+                            LegEnd::NoAnswer => "no-answer",
+                            LegEnd::Failed => "failed",
+                        };
+                        return not_connected(outcome, format!("{code} {reason}"));
+                    }
+                    Some(_) => {}
+                    None => return not_connected("failed", "the call vanished".into()),
+                },
+                () = &mut deadline => {
+                    sip.send(Command::Hangup(leg)).await;
+                    return not_connected("no-answer", format!("no answer within {:?}", req.timeout));
+                }
+                // Hung up through the API while ringing (the hub cancelled the INVITE).
+                _ = signals.recv() => return not_connected("canceled", "hung up before the answer".into()),
+            }
+        };
+        let mut call = SipCall::new(leg, sip, signals, advertised, user_of(&req.to))
+            .with_media(media, Vec::new());
+        call.answered = true;
+        call.manifest = req.route.manifest.clone();
+        call.live = Some(live.clone());
+        if let Some(session) = session {
+            match sdp::parse(&answer)
+                .and_then(|a| sdp::accept(&a, codecs(), MediaDirection::SendRecv))
+            {
+                Ok(negotiated) => {
+                    call.caller_codec = Some(negotiated.codec);
+                    session.start(negotiated);
+                }
+                Err(e) => {
+                    tracing::warn!(call = %live.id, "the called party's SDP is unusable: {e}")
+                }
+            }
+            live.set_leg(session.link());
+            call.session = Some(session);
+        }
+        live.answered();
+        // The dialog's later events reach the flow as signals.
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let signal = match event {
+                    Event::HungUp { .. }
+                    | Event::Ended { .. }
+                    | Event::NoAck { .. }
+                    | Event::Cancelled { .. } => Signal::CallerGone,
+                    Event::Dtmf { digit, .. } => Signal::Dtmf(digit),
+                    Event::ReferAnswered { code, .. } => Signal::Referred(code),
+                    _ => continue,
+                };
+                if signals_tx.send(signal).is_err() {
+                    return;
+                }
+            }
+        });
+        let info = CallInfo {
+            id: CallId(live.id.clone()),
+            from,
+            to: req.to.clone(),
+            direction: Direction::Outbound,
+            headers: Vec::new(),
+            vars: Vec::new(),
+        };
+        run_flows(&engine, &kv, req.route, info, Box::new(call), &live, &hub).await;
+    });
+    Ok(snapshot)
 }
 
 /// A call to a registered user with no flow routed: ring their contacts for 30 s and bridge;
@@ -289,6 +535,12 @@ pub struct SipCall {
     recordings: u32,
     /// The running flow's manifest: what it may do beyond its own call.
     manifest: Arc<Manifest>,
+    /// The call as the hub shows it (None for a registered user rung without a flow).
+    live: Option<Arc<LiveCall>>,
+    /// The caller (or the API) ended the call: `hung_up` stays set across a redirect.
+    caller_gone: bool,
+    /// The API redirected the call: the running flow sees a hang-up, the next one resumes.
+    redirecting: bool,
 }
 
 /// What real media needs: the RTP engine, prompts, where recordings go, conference rooms.
@@ -474,6 +726,9 @@ impl SipCall {
             caller_codec: None,
             recordings: 0,
             manifest: Arc::default(),
+            live: None,
+            caller_gone: false,
+            redirecting: false,
         }
     }
 
@@ -493,6 +748,9 @@ impl SipCall {
                 tracing::warn!(call = self.call.0, "no RTP port: {e}");
                 CallError::Failed(format!("no media port available: {e}"))
             })?;
+            if let Some(live) = &self.live {
+                live.set_leg(session.link());
+            }
             self.session = Some(session);
         }
         let Some(session) = &self.session else { return Ok(self.sdp()) };
@@ -547,6 +805,7 @@ impl SipCall {
         tracing::info!(call = self.call.0, "no RTP from the caller: ending the call (RTP timeout)");
         self.hangup().await;
         self.hung_up = true;
+        self.caller_gone = true;
         CallError::Hangup
     }
 
@@ -557,6 +816,10 @@ impl SipCall {
         self.ensure_media().await?;
         if barge_in && !self.dtmf.is_empty() {
             return Ok(true);
+        }
+        // A prompt the API played into the call finishes first.
+        if let Some(injected) = self.live.as_ref().and_then(|l| l.take_injected()) {
+            let _ = injected.await;
         }
         let ms = pcm.len() as u64 * 1000 / u64::from(prompts::RATE);
         let Some(session) = self.session.take() else {
@@ -580,7 +843,7 @@ impl SipCall {
                 }
                 event = media_event(&mut session) => match event {
                     Some(MediaEvent::Dtmf { digit, .. }) => {
-                        self.dtmf.push_back(digit);
+                        self.digit(digit);
                         if barge_in {
                             break Ok(true);
                         }
@@ -609,10 +872,25 @@ impl SipCall {
 
     fn signal(&mut self, signal: Signal) {
         match signal {
-            Signal::CallerGone => self.hung_up = true,
-            Signal::Dtmf(digit) => self.dtmf.push_back(digit),
+            Signal::CallerGone => {
+                self.hung_up = true;
+                self.caller_gone = true;
+            }
+            Signal::Redirect => {
+                self.hung_up = true;
+                self.redirecting = true;
+            }
+            Signal::Dtmf(digit) => self.digit(digit),
             Signal::Referred(code) => self.referred = Some(code),
             Signal::AckAnswer(sdp) => self.pending_answer = Some(sdp),
+        }
+    }
+
+    /// A digit from the caller: queued for `gather`, reported as `call.dtmf`.
+    fn digit(&mut self, digit: char) {
+        self.dtmf.push_back(digit);
+        if let Some(live) = &self.live {
+            live.event("call.dtmf", serde_json::json!({ "digit": digit.to_string() }));
         }
     }
 
@@ -646,7 +924,7 @@ impl SipCall {
                     }
                 }
                 event = media_event(&mut session) => match event {
-                    Some(MediaEvent::Dtmf { digit, .. }) => self.dtmf.push_back(digit),
+                    Some(MediaEvent::Dtmf { digit, .. }) => self.digit(digit),
                     Some(MediaEvent::RtpTimeout) | None => {
                         self.session = session.take();
                         return Err(self.media_lost().await);
@@ -691,7 +969,7 @@ impl SipCall {
         self.live()?;
         self.ensure_media().await?;
         self.recordings += 1;
-        let id = format!("rec-{}-c{}-{}", std::process::id(), self.call.0, self.recordings);
+        let id = format!("rec-{}-{}", self.call_id(), self.recordings);
         let dir = &media.recordings_dir;
         tokio::fs::create_dir_all(dir).await.map_err(|e| {
             CallError::Failed(format!("recordings directory {}: {e}", dir.display()))
@@ -724,7 +1002,7 @@ impl SipCall {
                     }
                 }
                 event = media_event(&mut session), if !hung_up => match event {
-                    Some(MediaEvent::Dtmf { digit, .. }) => self.dtmf.push_back(digit),
+                    Some(MediaEvent::Dtmf { digit, .. }) => self.digit(digit),
                     Some(MediaEvent::RtpTimeout) | None => {
                         hung_up = true;
                         if let Some(s) = &session {
@@ -745,13 +1023,22 @@ impl SipCall {
         let duration_ms = u32::try_from(recorded.duration_ms).unwrap_or(u32::MAX);
         let sidecar = serde_json::json!({
             "id": id,
-            "call": format!("c{}", self.call.0),
+            "call": self.call_id(),
             "from": self.caller,
             "duration_ms": duration_ms,
             "ended_by": format!("{:?}", recorded.ended_by),
             "file": format!("{id}.wav"),
         });
         let _ = tokio::fs::write(dir.join(format!("{id}.json")), sidecar.to_string()).await;
+        if let Some(live) = &self.live {
+            let file = format!("{id}.wav");
+            live.recorded(RecordingInfo {
+                id: id.clone(),
+                file,
+                duration_ms: recorded.duration_ms,
+                channels: 1,
+            });
+        }
         tracing::info!(call = self.call.0, recording = %id, duration_ms, "recorded");
         if hung_up && !self.hung_up {
             return Err(self.media_lost().await);
@@ -759,16 +1046,13 @@ impl SipCall {
         Ok(Recording { id, duration_ms })
     }
 
+    /// The call's id as the API and CDRs know it.
+    fn call_id(&self) -> String {
+        self.live.as_ref().map_or_else(|| format!("c{}", self.call.0), |l| l.id.clone())
+    }
+
     fn sdp(&self) -> Vec<u8> {
-        let ip = self.advertised.ip();
-        let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-        // Signalling-only answer until the media engine allocates real RTP ports.
-        format!(
-            "v=0\r\no=voxide {0} {0} IN {family} {ip}\r\ns=voxide\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
-             m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=inactive\r\n",
-            self.call.0
-        )
-        .into_bytes()
+        inactive_sdp(self.advertised, self.call.0)
     }
 
     fn unavailable(what: &str) -> CallError {
@@ -777,35 +1061,9 @@ impl SipCall {
         ))
     }
 
-    /// The legs to ring for one dial target: a registered user's contacts, or a SIP URI.
+    /// The legs to ring for one dial target.
     async fn legs_for(&self, target: &str, from: &str) -> Result<Vec<Outbound>, String> {
-        let target = target.trim();
-        let is_uri = target.contains(':') || target.contains('@');
-        if !is_uri {
-            let contacts = self.sip.lookup(target).await;
-            if contacts.is_empty() {
-                return Err(format!("{target}: not registered"));
-            }
-            let to = format!("sip:{target}@{}", self.advertised);
-            return Ok(contacts
-                .into_iter()
-                .map(|(uri, peer)| Outbound {
-                    uri,
-                    peer,
-                    from: from.to_owned(),
-                    to: to.clone(),
-                    sdp: self.sdp(),
-                })
-                .collect());
-        }
-        let (uri, peer) = resolve_uri(target).await?;
-        Ok(vec![Outbound {
-            uri: uri.clone(),
-            peer,
-            from: from.to_owned(),
-            to: uri,
-            sdp: self.sdp(),
-        }])
+        legs_for(&self.sip, self.advertised, target, from, &self.sdp()).await
     }
 
     /// `dial("queue:NAME")`: an agent takes the longest-waiting caller of a queue (waiting up to
@@ -864,7 +1122,7 @@ impl SipCall {
     async fn start_bridge_recording(&mut self) -> Option<(String, RecordingDone)> {
         let media = self.media.clone()?;
         self.recordings += 1;
-        let id = format!("rec-{}-c{}-{}", std::process::id(), self.call.0, self.recordings);
+        let id = format!("rec-{}-{}", self.call_id(), self.recordings);
         if let Err(e) = tokio::fs::create_dir_all(&media.recordings_dir).await {
             tracing::warn!(call = self.call.0, "not recording the bridged call: {e}");
             return None;
@@ -885,7 +1143,7 @@ impl SipCall {
             Ok(Ok(recorded)) => {
                 let sidecar = serde_json::json!({
                     "id": id,
-                    "call": format!("c{}", self.call.0),
+                    "call": self.call_id(),
                     "from": self.caller,
                     "duration_ms": recorded.duration_ms,
                     "channels": 2,
@@ -893,6 +1151,10 @@ impl SipCall {
                 });
                 let path = media.recordings_dir.join(format!("{id}.json"));
                 let _ = tokio::fs::write(path, sidecar.to_string()).await;
+                if let Some(live) = &self.live {
+                    let (file, duration_ms) = (format!("{id}.wav"), recorded.duration_ms);
+                    live.recorded(RecordingInfo { id: id.clone(), file, duration_ms, channels: 2 });
+                }
                 tracing::info!(call = self.call.0, recording = %id, "bridged call recorded");
             }
             Ok(Err(e)) => tracing::warn!(call = self.call.0, "bridged call recording failed: {e}"),
@@ -974,7 +1236,11 @@ impl CallControl for SipCall {
                 || !answered.await.unwrap_or(false)
             {
                 self.hung_up = true;
+                self.caller_gone = true;
                 return Err(CallError::Hangup);
+            }
+            if let Some(live) = &self.live {
+                live.answered();
             }
         }
         Ok(())
@@ -1150,6 +1416,10 @@ impl CallControl for SipCall {
                                     Err(e) => tracing::warn!(call = self.call.0, "dialled party's SDP is unusable: {e}"),
                                 }
                             }
+                            let party = targets.join(", ");
+                            if let Some(live) = &self.live {
+                                live.add_leg("dialled", party.clone(), "bridged");
+                            }
                             // `record`: both parties, one channel each (caller left).
                             let recording = if opts.record { self.start_bridge_recording().await } else { None };
                             let talk = self.bridged(leg, &mut events).await;
@@ -1161,6 +1431,9 @@ impl CallControl for SipCall {
                                     a.stop_record();
                                 }
                                 self.finish_bridge_recording(id, done).await;
+                            }
+                            if let Some(live) = &self.live {
+                                live.remove_leg(&party);
                             }
                             return Ok(DialOutcome::Answered { talk_ms: talk? });
                         }
@@ -1236,7 +1509,7 @@ impl CallControl for SipCall {
                         }
                     }
                     event = media_event(&mut session) => match event {
-                        Some(MediaEvent::Dtmf { digit, .. }) => self.dtmf.push_back(digit),
+                        Some(MediaEvent::Dtmf { digit, .. }) => self.digit(digit),
                         Some(MediaEvent::RtpTimeout) | None => {
                             self.session = session.take();
                             return Err(self.media_lost().await);
@@ -1297,7 +1570,7 @@ impl CallControl for SipCall {
                     }
                 }
                 event = media_event(&mut session) => match event {
-                    Some(MediaEvent::Dtmf { digit, .. }) => self.dtmf.push_back(digit),
+                    Some(MediaEvent::Dtmf { digit, .. }) => self.digit(digit),
                     Some(MediaEvent::RtpTimeout) | None => {
                         if let Some(s) = &session {
                             Room::leave(s);
@@ -1413,6 +1686,24 @@ impl CallControl for SipCall {
 
     fn emit(&mut self, event: FlowEvent) {
         tracing::info!(call = self.call.0, event = %event.name, payload = %event.payload, "flow event");
+        if let Some(live) = &self.live {
+            live.event(
+                "flow.event",
+                serde_json::json!({ "name": event.name, "payload": event.payload }),
+            );
+        }
+    }
+
+    fn resume(&mut self) -> bool {
+        if !self.redirecting {
+            return false;
+        }
+        while let Ok(signal) = self.signals.try_recv() {
+            self.signal(signal);
+        }
+        self.redirecting = false;
+        self.hung_up = self.caller_gone;
+        !self.hung_up && !self.ended
     }
 
     fn log(&mut self, _level: LogLevel, _message: &str) {}

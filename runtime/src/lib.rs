@@ -8,6 +8,8 @@
 //! - [`manifest`]: what a flow declares it may do (`flow.toml`), checked on every call.
 //! - [`builder`]: builds flow crates into components.
 //! - [`calls`]: routes SIP calls to flows and runs them against real SIP dialogs.
+//! - [`hub`]: the live calls of this node for the control API (list, hang up, redirect,
+//!   play), and what they report (events, recordings, CDRs).
 //!
 //! Only `calls` composes these parts: `flows` knows nothing of SIP or the simulator,
 //! and the simulator knows nothing of wasmtime.
@@ -16,6 +18,7 @@ pub mod builder;
 pub mod call;
 pub mod calls;
 pub mod flows;
+pub mod hub;
 pub mod kv;
 pub mod manifest;
 pub mod prompts;

@@ -10,6 +10,7 @@
 //! this host serves, imports it can satisfy, a compile with the host's engine, and a manifest
 //! whose capabilities are all known.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -25,11 +26,17 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use voxide_runtime::flows::{FlowEngine, HANDLER_EXPORT, LoadError};
+use voxide_runtime::hub::CallHub;
 use voxide_runtime::manifest::Manifest;
 use voxide_store::{
     Alias, FlowSummary, FlowVersion, NewRoute, NewVersion, Principal, Role, Route, Store,
     StoreError,
 };
+
+pub mod calls;
+pub mod events;
+
+pub use events::{EventBus, RetryPolicy, deliver_webhooks, record_activity, signature};
 
 /// Largest component an upload may carry, unless configured otherwise (32 MiB).
 pub const DEFAULT_MAX_UPLOAD: usize = 32 << 20;
@@ -43,6 +50,12 @@ pub struct ApiState {
     pub max_upload: usize,
     /// Bumped after every change to versions, aliases or routes, so the SIP side reloads.
     pub changes: Arc<watch::Sender<u64>>,
+    /// This node's live calls (None: the API runs without SIP).
+    pub hub: Option<Arc<CallHub>>,
+    /// Committed events, for live streams.
+    pub events: EventBus,
+    /// Where this node's recordings are (None: it keeps none).
+    pub recordings_dir: Option<PathBuf>,
 }
 
 impl ApiState {
@@ -52,6 +65,9 @@ impl ApiState {
             engine,
             max_upload: DEFAULT_MAX_UPLOAD,
             changes: Arc::new(watch::channel(0).0),
+            hub: None,
+            events: EventBus::default(),
+            recordings_dir: None,
         }
     }
 
@@ -211,7 +227,7 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Voxide control API", description = "Flows, versions, aliases and routes of a tenant. Every route needs `Authorization: Bearer <API key>`."),
+    info(title = "Voxide control API", description = "Flows, versions, aliases and routes of a tenant; its live calls, CDRs, recordings, events and webhooks. Every route needs `Authorization: Bearer <API key>`."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     components(schemas(ErrorBody, ErrorDetail))
@@ -229,6 +245,22 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(set_alias))
         .routes(routes!(list_routes, add_route))
         .routes(routes!(delete_route))
+        .routes(routes!(calls::list_calls, calls::originate))
+        .routes(routes!(calls::get_call))
+        .routes(routes!(calls::hangup_call))
+        .routes(routes!(calls::redirect_call))
+        .routes(routes!(calls::play_call))
+        .routes(routes!(calls::say_call))
+        .routes(routes!(calls::list_cdrs))
+        .routes(routes!(calls::get_cdr))
+        .routes(routes!(calls::list_recordings))
+        .routes(routes!(calls::get_recording, calls::delete_recording))
+        .routes(routes!(calls::recording_audio))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(events::event_log))
+        .routes(routes!(events::list_webhooks, events::add_webhook))
+        .routes(routes!(events::delete_webhook))
+        .routes(routes!(events::list_deliveries))
         .split_for_parts();
     let openapi = Arc::new(openapi);
     router

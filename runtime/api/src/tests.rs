@@ -144,6 +144,25 @@ async fn every_route_needs_a_valid_key() {
             (Method::GET, "/api/v1/routes"),
             (Method::POST, "/api/v1/routes"),
             (Method::DELETE, "/api/v1/routes/rt_1"),
+            (Method::GET, "/api/v1/calls"),
+            (Method::POST, "/api/v1/calls"),
+            (Method::GET, "/api/v1/calls/CA1"),
+            (Method::POST, "/api/v1/calls/CA1/hangup"),
+            (Method::POST, "/api/v1/calls/CA1/redirect"),
+            (Method::POST, "/api/v1/calls/CA1/play"),
+            (Method::POST, "/api/v1/calls/CA1/say"),
+            (Method::GET, "/api/v1/cdrs"),
+            (Method::GET, "/api/v1/cdrs/CA1"),
+            (Method::GET, "/api/v1/recordings"),
+            (Method::GET, "/api/v1/recordings/rec-1"),
+            (Method::GET, "/api/v1/recordings/rec-1/audio"),
+            (Method::DELETE, "/api/v1/recordings/rec-1"),
+            (Method::GET, "/api/v1/events"),
+            (Method::GET, "/api/v1/events/log"),
+            (Method::GET, "/api/v1/webhooks"),
+            (Method::POST, "/api/v1/webhooks"),
+            (Method::DELETE, "/api/v1/webhooks/wh_1"),
+            (Method::GET, "/api/v1/webhooks/wh_1/deliveries"),
         ];
         for (method, path) in routes {
             for key in [None, Some("vox_not-a-key"), Some("")] {
@@ -499,18 +518,404 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
     listed.sort();
     let expected = [
         "DELETE /api/v1/flows/{name}/versions/{version}",
+        "DELETE /api/v1/recordings/{id}",
         "DELETE /api/v1/routes/{id}",
+        "DELETE /api/v1/webhooks/{id}",
+        "GET /api/v1/calls",
+        "GET /api/v1/calls/{id}",
+        "GET /api/v1/cdrs",
+        "GET /api/v1/cdrs/{id}",
+        "GET /api/v1/events",
+        "GET /api/v1/events/log",
         "GET /api/v1/flows",
         "GET /api/v1/flows/{name}/aliases",
         "GET /api/v1/flows/{name}/versions",
         "GET /api/v1/flows/{name}/versions/{version}",
+        "GET /api/v1/recordings",
+        "GET /api/v1/recordings/{id}",
+        "GET /api/v1/recordings/{id}/audio",
         "GET /api/v1/routes",
+        "GET /api/v1/webhooks",
+        "GET /api/v1/webhooks/{id}/deliveries",
         "GET /api/v1/whoami",
+        "POST /api/v1/calls",
+        "POST /api/v1/calls/{id}/hangup",
+        "POST /api/v1/calls/{id}/play",
+        "POST /api/v1/calls/{id}/redirect",
+        "POST /api/v1/calls/{id}/say",
         "POST /api/v1/flows/{name}/versions",
         "POST /api/v1/routes",
+        "POST /api/v1/webhooks",
         "PUT /api/v1/flows/{name}/aliases/{alias}",
     ];
     assert_eq!(listed, expected);
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+/// An env whose API has a call hub (no SIP: calls are registered by hand, as the SIP side
+/// would) and writes what calls report, like `vox serve`.
+async fn envs_with_calls() -> Vec<(Env, Arc<CallHub>, String)> {
+    let mut out = Vec::new();
+    for mut env in envs().await {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let hub = CallHub::new(tx);
+        env.state.hub = Some(hub.clone());
+        let recordings = env._dir.path().join(format!("recordings-{}", out.len()));
+        std::fs::create_dir_all(&recordings).unwrap();
+        env.state.recordings_dir = Some(recordings);
+        tokio::spawn(record_activity(env.state.store.clone(), rx, env.state.events.clone()));
+        env.app = router(env.state.clone());
+        let tenant = env.state.store.authenticate(&env.admin).await.unwrap().unwrap().tenant_id;
+        out.push((env, hub, tenant));
+    }
+    out
+}
+
+/// Polls `path` until `ready` holds for its JSON (what calls report is written in the
+/// background).
+async fn eventually(
+    env: &Env,
+    path: &str,
+    key: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..200 {
+        let (status, body) = get(env, path, key).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        if ready(&body) {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{path} never got there");
+}
+
+#[tokio::test]
+async fn calls_cdrs_recordings_and_events_are_tenant_scoped_and_recorded() {
+    let hello = hello_component();
+    for (env, hub, tenant) in envs_with_calls().await {
+        let k = env.admin.as_str();
+        let other = env.state.store.create_tenant("other").await.unwrap();
+        let stranger =
+            env.state.store.create_key(&other.id, "x", Role::Admin).await.unwrap().secret;
+        let reader = env.state.store.create_key(&tenant, "r", Role::Read).await.unwrap().secret;
+        upload(&env, "hello", k, hello.clone()).await;
+        post_json(
+            &env,
+            Method::PUT,
+            "/api/v1/flows/hello/aliases/live",
+            k,
+            serde_json::json!({"version": 1}),
+        )
+        .await;
+
+        // Placing a call: the flow must exist; this node has no SIP.
+        let new_call = |flow: &str| serde_json::json!({"to": "sip:bob@127.0.0.1:9", "flow": flow});
+        let (status, body) =
+            post_json(&env, Method::POST, "/api/v1/calls", k, new_call("nope")).await;
+        assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{body}");
+        let (status, body) =
+            post_json(&env, Method::POST, "/api/v1/calls", k, new_call("hello")).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            "{body}"
+        );
+        let (status, body) =
+            post_json(&env, Method::POST, "/api/v1/calls", &reader, new_call("hello")).await;
+        assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+
+        // A call as the SIP side registers it.
+        let target = calls::FlowTarget {
+            flow: "hello".into(),
+            alias: None,
+            version: None,
+            vars: Default::default(),
+        };
+        let route = calls::load_target(&env.state, &tenant, &target).await.unwrap();
+        assert_eq!(route.label, "hello v1 via live");
+        let live = hub.start(
+            &tenant,
+            "inbound",
+            "sip:alice@client.test".into(),
+            "+15550100".into(),
+            &route,
+        );
+        let (_, list) = get(&env, "/api/v1/calls", k).await;
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        assert_eq!(
+            (list[0]["id"].as_str(), list[0]["state"].as_str()),
+            (Some(live.id.as_str()), Some("ringing"))
+        );
+        assert_eq!(list[0]["label"], "hello v1 via live");
+        let path = format!("/api/v1/calls/{}", live.id);
+        let (status, one) = get(&env, &path, &reader).await;
+        assert_eq!((status, one["legs"][0]["role"].as_str()), (StatusCode::OK, Some("caller")));
+        // Another tenant sees nothing of it.
+        let (_, theirs) = get(&env, "/api/v1/calls", &stranger).await;
+        assert_eq!(theirs, serde_json::json!([]));
+        for (method, suffix, body) in [
+            (Method::GET, "", serde_json::Value::Null),
+            (Method::POST, "/hangup", serde_json::Value::Null),
+            (Method::POST, "/redirect", serde_json::json!({"flow": "hello"})),
+            (Method::POST, "/play", serde_json::json!({"media": "beep"})),
+            (Method::POST, "/say", serde_json::json!({"text": "hi"})),
+        ] {
+            let (status, body) =
+                post_json(&env, method.clone(), &format!("{path}{suffix}"), &stranger, body).await;
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::NOT_FOUND, "not_found"),
+                "{method} {suffix}"
+            );
+        }
+        // No media yet: nothing to play into.
+        let (status, body) = post_json(
+            &env,
+            Method::POST,
+            &format!("{path}/play"),
+            k,
+            serde_json::json!({"media": "beep"}),
+        )
+        .await;
+        assert!(
+            matches!(status, StatusCode::CONFLICT | StatusCode::SERVICE_UNAVAILABLE),
+            "{status} {body}"
+        );
+        live.answered();
+        live.event(
+            "flow.event",
+            serde_json::json!({"name": "menu.choice", "payload": {"digit": "1"}}),
+        );
+        let wav = env.state.recordings_dir.as_ref().unwrap().join(format!("rec-{}-1.wav", live.id));
+        std::fs::write(&wav, b"RIFF....WAVE").unwrap();
+        live.recorded(voxide_runtime::hub::RecordingInfo {
+            id: format!("rec-{}-1", live.id),
+            file: format!("rec-{}-1.wav", live.id),
+            duration_ms: 1500,
+            channels: 1,
+        });
+        hub.finish(&live, live.record("trapped", "trapped: wasm trap: unreachable".into(), 4));
+        let (_, list) = get(&env, "/api/v1/calls", k).await;
+        assert_eq!(list, serde_json::json!([]), "an ended call is no longer live");
+
+        // Its CDR, with the flow outcome; filters narrow.
+        let cdrs =
+            eventually(&env, "/api/v1/cdrs", k, |b| b.as_array().is_some_and(|a| !a.is_empty()))
+                .await;
+        let cdr = &cdrs[0];
+        assert_eq!(
+            (cdr["id"].as_str(), cdr["outcome"].as_str()),
+            (Some(live.id.as_str()), Some("trapped"))
+        );
+        assert_eq!(
+            (cdr["flow"].as_str(), cdr["version"].as_i64(), cdr["actions"].as_i64()),
+            (Some("hello"), Some(1), Some(4))
+        );
+        assert!(
+            cdr["answered_at"].is_i64() && cdr["detail"].as_str().unwrap().contains("unreachable")
+        );
+        for (query, n) in [
+            ("?outcome=trapped", 1),
+            ("?outcome=completed", 0),
+            ("?number=%2B15550100", 1),
+            ("?number=alice", 1),
+            ("?flow=menu", 0),
+            ("?since=9999999999999", 0),
+            ("?limit=1", 1),
+        ] {
+            let (_, found) = get(&env, &format!("/api/v1/cdrs{query}"), k).await;
+            assert_eq!(found.as_array().unwrap().len(), n, "{query}");
+        }
+        let (status, _) = get(&env, &format!("/api/v1/cdrs/{}", live.id), &reader).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = get(&env, &format!("/api/v1/cdrs/{}", live.id), &stranger).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, theirs) = get(&env, "/api/v1/cdrs", &stranger).await;
+        assert_eq!(theirs, serde_json::json!([]));
+
+        // The events, in order, from the outbox.
+        let log = eventually(&env, "/api/v1/events/log", k, |b| {
+            b.as_array().is_some_and(|a| a.len() == 5)
+        })
+        .await;
+        let kinds: Vec<&str> =
+            log.as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "call.ringing",
+                "call.answered",
+                "flow.event",
+                "recording.completed",
+                "call.completed"
+            ]
+        );
+        assert_eq!(log[2]["data"]["payload"]["digit"], "1");
+        assert_eq!(log[4]["data"]["outcome"], "trapped");
+        let (_, theirs) = get(&env, "/api/v1/events/log", &stranger).await;
+        assert_eq!(theirs, serde_json::json!([]));
+
+        // The recording: metadata, audio, deletion (with the file).
+        let rec = format!("/api/v1/recordings/rec-{}-1", live.id);
+        let (_, recs) = get(&env, "/api/v1/recordings", k).await;
+        assert_eq!(
+            (recs[0]["call_id"].as_str(), recs[0]["duration_ms"].as_i64()),
+            (Some(live.id.as_str()), Some(1500))
+        );
+        let (status, _) = get(&env, &rec, &stranger).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let req = Request::get(format!("{rec}/audio"))
+            .header(header::AUTHORIZATION, format!("Bearer {k}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = env.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "audio/wav");
+        assert_eq!(&response.into_body().collect().await.unwrap().to_bytes()[..], b"RIFF....WAVE");
+        let (status, body) =
+            call(&env, Method::DELETE, &rec, Some(&reader), None, Vec::new()).await;
+        assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+        let (status, _) = call(&env, Method::DELETE, &rec, Some(k), None, Vec::new()).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(!wav.exists(), "the file went with it");
+        let (status, _) = get(&env, &rec, k).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn webhooks_are_admin_managed_and_show_their_deliveries() {
+    for (env, hub, tenant) in envs_with_calls().await {
+        let k = env.admin.as_str();
+        let deployer = env.state.store.create_key(&tenant, "d", Role::Deploy).await.unwrap().secret;
+        let other = env.state.store.create_tenant("other").await.unwrap();
+        let stranger =
+            env.state.store.create_key(&other.id, "x", Role::Admin).await.unwrap().secret;
+        let hook = serde_json::json!({"url": "http://127.0.0.1:9/hook"});
+        let (status, body) =
+            post_json(&env, Method::POST, "/api/v1/webhooks", &deployer, hook.clone()).await;
+        assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+        let (status, body) = post_json(
+            &env,
+            Method::POST,
+            "/api/v1/webhooks",
+            k,
+            serde_json::json!({"url": "file:///etc/passwd"}),
+        )
+        .await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid"));
+        let (status, created) = post_json(&env, Method::POST, "/api/v1/webhooks", k, hook).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let secret = created["secret"].as_str().unwrap();
+        let id = created["id"].as_str().unwrap();
+        let (_, list) = get(&env, "/api/v1/webhooks", &deployer).await;
+        assert_eq!(list[0]["id"], id);
+        assert!(
+            list[0].get("secret").is_none()
+                && secret.starts_with(list[0]["secret_prefix"].as_str().unwrap())
+        );
+        // An event from now on is due to it.
+        let hello = calls::FlowTarget {
+            flow: "hello".into(),
+            alias: None,
+            version: Some(1),
+            vars: Default::default(),
+        };
+        upload(&env, "hello", k, hello_component()).await;
+        let route = calls::load_target(&env.state, &tenant, &hello).await.unwrap();
+        hub.start(&tenant, "inbound", "sip:a@b".into(), "hello".into(), &route);
+        let deliveries = format!("/api/v1/webhooks/{id}/deliveries");
+        let found =
+            eventually(&env, &deliveries, k, |b| b.as_array().is_some_and(|a| !a.is_empty())).await;
+        assert_eq!(
+            (found[0]["event_type"].as_str(), found[0]["status"].as_str()),
+            (Some("call.ringing"), Some("pending"))
+        );
+        let (status, body) = get(&env, &format!("{deliveries}?status=lost"), k).await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid"));
+        let (status, _) = get(&env, &deliveries, &stranger).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = call(
+            &env,
+            Method::DELETE,
+            &format!("/api/v1/webhooks/{id}"),
+            Some(&stranger),
+            None,
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = call(
+            &env,
+            Method::DELETE,
+            &format!("/api/v1/webhooks/{id}"),
+            Some(k),
+            None,
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (_, list) = get(&env, "/api/v1/webhooks", k).await;
+        assert_eq!(list, serde_json::json!([]));
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_replays_the_outbox_then_follows_live_events() {
+    for (env, hub, tenant) in envs_with_calls().await {
+        let k = env.admin.as_str();
+        upload(&env, "hello", k, hello_component()).await;
+        let target = calls::FlowTarget {
+            flow: "hello".into(),
+            alias: None,
+            version: Some(1),
+            vars: Default::default(),
+        };
+        let route = calls::load_target(&env.state, &tenant, &target).await.unwrap();
+        let first = hub.start(&tenant, "inbound", "sip:a@b".into(), "hello".into(), &route);
+        eventually(&env, "/api/v1/events/log", k, |b| b.as_array().is_some_and(|a| a.len() == 1))
+            .await;
+        // From the start of the outbox: the stored event, then one that happens later.
+        let req = Request::get("/api/v1/events?after=0")
+            .header(header::AUTHORIZATION, format!("Bearer {k}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = env.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        let mut body = response.into_body();
+        let mut text = String::new();
+        let mut next_frame = async || {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+        };
+        text.push_str(&next_frame().await);
+        assert!(text.contains("event: call.ringing") && text.contains(&first.id), "{text}");
+        first.answered();
+        while !text.contains("event: call.answered") {
+            text.push_str(&next_frame().await);
+        }
+        let ids: Vec<i64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0] < ids[1], "{text}");
+        // Another tenant's stream shows nothing of it: its log is empty.
+        let other = env.state.store.create_tenant("other").await.unwrap();
+        let stranger = env.state.store.create_key(&other.id, "x", Role::Read).await.unwrap().secret;
+        let (_, theirs) = get(&env, "/api/v1/events/log", &stranger).await;
+        assert_eq!(theirs, serde_json::json!([]));
+    }
 }
