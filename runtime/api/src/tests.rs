@@ -919,3 +919,116 @@ async fn the_event_stream_replays_the_outbox_then_follows_live_events() {
         assert_eq!(theirs, serde_json::json!([]));
     }
 }
+
+/// What the test receiver got: (event id, signature header, body).
+type Received = Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// A webhook receiver on loopback that answers 500 to its first `fail_first` requests.
+async fn receiver(fail_first: usize) -> (String, Received) {
+    let got: Received = Arc::default();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let got = got.clone();
+            move |headers: HeaderMap, body: axum::body::Bytes| async move {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let h = |n: &str| headers[n].to_str().unwrap().to_owned();
+                got.lock().unwrap().push((
+                    h("voxide-event-id"),
+                    h("voxide-signature"),
+                    body.to_vec(),
+                ));
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// Checks a `Voxide-Signature` the way a receiver would.
+fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
+    let Some((t, v1)) = header.split_once(',') else { return false };
+    let (Some(t), Some(v1)) = (t.strip_prefix("t="), v1.strip_prefix("v1=")) else { return false };
+    let Ok(t) = t.parse::<i64>() else { return false };
+    let age = voxide_runtime::hub::now_ms() / 1000 - t;
+    (0..300).contains(&age) && signature(secret, t, body) == format!("t={t},v1={v1}")
+}
+
+#[tokio::test]
+async fn webhooks_arrive_exactly_once_after_dedupe_with_valid_signatures_despite_failures() {
+    const FAIL_FIRST: usize = 7;
+    for (env, hub, tenant) in envs_with_calls().await {
+        let k = env.admin.as_str();
+        let (url, got) = receiver(FAIL_FIRST).await;
+        let (_, hook) =
+            post_json(&env, Method::POST, "/api/v1/webhooks", k, serde_json::json!({"url": url}))
+                .await;
+        let secret = hook["secret"].as_str().unwrap().to_owned();
+        let policy =
+            RetryPolicy { base: std::time::Duration::from_millis(20), ..RetryPolicy::default() };
+        let dispatcher = tokio::spawn(deliver_webhooks(
+            env.state.store.clone(),
+            env.state.events.clone(),
+            policy,
+        ));
+        upload(&env, "hello", k, hello_component()).await;
+        let target = calls::FlowTarget {
+            flow: "hello".into(),
+            alias: None,
+            version: Some(1),
+            vars: Default::default(),
+        };
+        let route = calls::load_target(&env.state, &tenant, &target).await.unwrap();
+        for i in 0..5 {
+            let live = hub.start(
+                &tenant,
+                "inbound",
+                format!("sip:caller{i}@test"),
+                "hello".into(),
+                &route,
+            );
+            live.answered();
+            live.event("call.dtmf", serde_json::json!({"digit": "5"}));
+            hub.finish(&live, live.record("completed", "completed".into(), 2));
+        }
+        // 5 calls × (ringing, answered, dtmf, completed).
+        let log = eventually(&env, "/api/v1/events/log", k, |b| {
+            b.as_array().is_some_and(|a| a.len() == 20)
+        })
+        .await;
+        let expected: std::collections::BTreeSet<String> =
+            log.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+        let deliveries = format!("/api/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap());
+        let status = eventually(&env, &deliveries, k, |b| {
+            b.as_array()
+                .is_some_and(|a| a.len() == 20 && a.iter().all(|d| d["status"] == "delivered"))
+        })
+        .await;
+        let retried =
+            status.as_array().unwrap().iter().filter(|d| d["attempts"].as_i64() > Some(1)).count();
+        assert!(retried >= 1, "the first {FAIL_FIRST} attempts failed, so some were retried");
+        dispatcher.abort();
+        let got = got.lock().unwrap().clone();
+        let mut ids = std::collections::BTreeSet::new();
+        for (id, sig, body) in &got {
+            assert!(verify(&secret, sig, body), "signature of {id} verifies");
+            assert!(!verify("whsec_not-the-secret", sig, body));
+            let event: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(event["id"].as_str(), Some(id.as_str()), "header and body agree");
+            ids.insert(id.clone());
+        }
+        assert_eq!(ids, expected, "every event arrived (dedupe by id leaves each exactly once)");
+        let completed: std::collections::BTreeSet<&str> = got
+            .iter()
+            .filter(|(_, _, b)| String::from_utf8_lossy(b).contains("\"call.completed\""))
+            .map(|(id, _, _)| id.as_str())
+            .collect();
+        assert_eq!(completed.len(), 5, "each call's CDR event once");
+    }
+}
