@@ -2,6 +2,7 @@
 //! server's control API (deploy, aliases, routes).
 
 mod http;
+mod live;
 mod new;
 mod remote;
 mod serve;
@@ -110,6 +111,121 @@ enum Command {
         #[command(flatten)]
         remote: remote::Remote,
     },
+    /// Calls in progress: list, show, hang up, redirect, play or say into one.
+    Calls {
+        #[command(subcommand)]
+        action: CallsAction,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Place an outbound call that runs a flow when answered: `vox call sip:bob@host --flow hello`.
+    Call {
+        /// A registered user or a SIP URI.
+        to: String,
+        /// The flow: NAME (its `live` alias), NAME@ALIAS or NAME@VERSION.
+        #[arg(long)]
+        flow: String,
+        /// Caller ID presented.
+        #[arg(long)]
+        from: Option<String>,
+        /// A call variable for the flow, KEY=VALUE (repeatable).
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+        /// Seconds to ring before giving up.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Records of ended calls (CDRs), newest first.
+    Cdrs {
+        /// Started since: Unix ms or an age (15m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Started before: Unix ms or an age.
+        #[arg(long)]
+        until: Option<String>,
+        /// The caller or the called number.
+        #[arg(long)]
+        number: Option<String>,
+        #[arg(long)]
+        flow: Option<String>,
+        /// completed, hung-up, trapped, deadline-exceeded, busy, no-answer, …
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Call events: the stored ones, or (--follow) a live stream.
+    Events {
+        /// Keep streaming new events (reconnects and resumes where it left off).
+        #[arg(long, short)]
+        follow: bool,
+        /// Start after this event seq (default: the oldest kept; with --follow, now).
+        #[arg(long)]
+        after: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Webhooks that receive the tenant's events (signed, retried).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CallsAction {
+    /// List calls in progress.
+    Ls,
+    /// Show one call: state, legs, flow version, timings.
+    Show { id: String },
+    /// End a call.
+    Hangup { id: String },
+    /// Run another flow on the call: NAME, NAME@ALIAS or NAME@VERSION.
+    Redirect {
+        id: String,
+        flow: String,
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Play a prompt (or an allowed URL) into the call.
+    Play { id: String, media: String },
+    /// Speak text into the call.
+    Say {
+        id: String,
+        text: String,
+        #[arg(long)]
+        voice: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WebhooksAction {
+    /// Register URL for the tenant's events; prints the signing secret once.
+    Add {
+        url: String,
+        /// Use this secret (at least 16 bytes) instead of a generated one.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// List webhooks.
+    Ls,
+    /// Remove a webhook.
+    Rm { id: String },
+    /// Delivery status of a webhook's events.
+    Deliveries {
+        id: String,
+        /// pending, delivered or failed.
+        #[arg(long)]
+        status: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -213,6 +329,62 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     RoutesAction::Ls => remote::routes_ls(&client).await,
                     RoutesAction::Rm { id } => remote::routes_rm(&client, &id).await,
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calls { action, remote } => {
+            let client = remote.client()?;
+            block_on(async {
+                match action {
+                    CallsAction::Ls => live::calls_ls(&client).await,
+                    CallsAction::Show { id } => live::calls_show(&client, &id).await,
+                    CallsAction::Hangup { id } => {
+                        let done = format!("hung up {id}");
+                        live::call_action(&client, &id, "hangup", serde_json::json!({}), &done)
+                            .await
+                    }
+                    CallsAction::Redirect { id, flow, vars } => {
+                        live::redirect(&client, &id, &flow, &vars).await
+                    }
+                    CallsAction::Play { id, media } => {
+                        let body = serde_json::json!({ "media": media });
+                        live::call_action(&client, &id, "play", body, "playing").await
+                    }
+                    CallsAction::Say { id, text, voice } => {
+                        let body = serde_json::json!({ "text": text, "voice": voice });
+                        live::call_action(&client, &id, "say", body, "saying").await
+                    }
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call { to, flow, from, vars, timeout, remote } => {
+            let client = remote.client()?;
+            block_on(live::originate(&client, &to, &flow, from.as_deref(), &vars, timeout))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cdrs { since, until, number, flow, outcome, limit, remote } => {
+            let query = live::CdrQuery { since, until, number, flow, outcome, limit };
+            block_on(live::cdrs(&remote.client()?, &query))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { follow, after, limit, remote } => {
+            block_on(live::events(&remote.client()?, after, follow, limit))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhooks { action, remote } => {
+            let client = remote.client()?;
+            block_on(async {
+                match action {
+                    WebhooksAction::Add { url, secret } => {
+                        live::webhooks_add(&client, &url, secret.as_deref()).await
+                    }
+                    WebhooksAction::Ls => live::webhooks_ls(&client).await,
+                    WebhooksAction::Rm { id } => live::webhooks_rm(&client, &id).await,
+                    WebhooksAction::Deliveries { id, status } => {
+                        live::deliveries(&client, &id, status.as_deref()).await
+                    }
                 }
             })?;
             Ok(ExitCode::SUCCESS)

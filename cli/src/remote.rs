@@ -1,5 +1,5 @@
 //! The commands that drive a running `vox serve` over its control API: `login`, `deploy`,
-//! `flows`, `versions`, `alias`, `routes`. Tables for people by default, `--json` for tools.
+//! `flows`, `versions`, `alias`, `routes` (calls, CDRs, events and webhooks: [`crate::live`]). Tables for people by default, `--json` for tools.
 //!
 //! Where the server and key come from: `--server`/`--key`, else `VOX_SERVER`/`VOX_KEY`, else
 //! what `vox login` saved in `~/.config/voxide/config.toml` (mode 0600).
@@ -41,10 +41,10 @@ fn config_path() -> anyhow::Result<PathBuf> {
 
 /// An authenticated client for one server.
 pub struct Client {
-    http: reqwest::Client,
-    server: String,
-    key: String,
-    json: bool,
+    pub(crate) http: reqwest::Client,
+    pub(crate) server: String,
+    pub(crate) key: String,
+    pub(crate) json: bool,
 }
 
 impl Remote {
@@ -75,7 +75,7 @@ impl Remote {
 }
 
 impl Client {
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request
             .bearer_auth(&self.key)
             .send()
@@ -99,7 +99,7 @@ impl Client {
         Ok(value)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.server)
     }
 
@@ -107,7 +107,7 @@ impl Client {
         self.send(self.http.get(self.url(path))).await
     }
 
-    async fn json_request(
+    pub(crate) async fn json_request(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -116,12 +116,12 @@ impl Client {
         self.send(self.http.request(method, self.url(path)).json(body)).await
     }
 
-    async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.http.delete(self.url(path))).await
     }
 
     /// Prints `value` as JSON (`--json`) or as a table of `columns` (JSON pointer, heading).
-    fn print(&self, value: &Value, columns: &[(&str, &str)]) {
+    pub(crate) fn print(&self, value: &Value, columns: &[(&str, &str)]) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
             return;
@@ -159,7 +159,7 @@ impl Client {
     }
 }
 
-fn cell(v: Option<&Value>) -> String {
+pub(crate) fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "-".into(),
         Some(Value::String(s)) => s.clone(),
