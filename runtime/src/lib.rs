@@ -7,6 +7,7 @@
 //! - [`kv`]: per-flow key-value state.
 //! - [`manifest`]: what a flow declares it may do (`flow.toml`), checked on every call.
 //! - [`builder`]: builds flow crates into components.
+//! - [`routing`]: route patterns and the router that picks a flow for a called user.
 //! - [`calls`]: routes SIP calls to flows and runs them against real SIP dialogs.
 //!
 //! Only `calls` composes these parts: `flows` knows nothing of SIP or the simulator,
@@ -19,4 +20,5 @@ pub mod flows;
 pub mod kv;
 pub mod manifest;
 pub mod prompts;
+pub mod routing;
 pub mod sim;
