@@ -277,7 +277,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut loader = RouteLoader::new(store.clone(), engine.clone(), static_routes);
     let router = loader.build().await;
-    for r in &router.routes {
+    for r in router.routes() {
         println!(
             "route {:<12} -> {} ({}, weight {})",
             r.pattern,
@@ -286,7 +286,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             r.weight
         );
     }
-    if router.routes.is_empty() {
+    if router.routes().is_empty() {
         println!("no routes yet: add them with the API (POST /api/v1/routes) or `vox routes add`");
     }
     let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::new(router));
@@ -594,7 +594,7 @@ impl RouteLoader {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("loading routes from the store: {e}");
-                return Router { routes };
+                return Router::new(routes);
             }
         };
         // Exact patterns before prefixes; then priority; then the longer prefix.
@@ -611,7 +611,7 @@ impl RouteLoader {
                 }
             }
         }
-        Router { routes }
+        Router::new(routes)
     }
 
     async fn load_target(
@@ -660,7 +660,7 @@ impl RouteLoader {
     ) {
         let fingerprint = |router: &Router| -> Vec<(String, String, String, u32)> {
             router
-                .routes
+                .routes()
                 .iter()
                 .map(|r| (r.pattern.clone(), r.label.clone(), r.flow.digest().to_owned(), r.weight))
                 .collect()
@@ -675,7 +675,7 @@ impl RouteLoader {
             let router = self.build().await;
             let next = fingerprint(&router);
             if next != current {
-                tracing::info!(routes = router.routes.len(), "routes changed");
+                tracing::info!(routes = router.routes().len(), "routes changed");
                 current = next;
                 if routes.send(Arc::new(router)).is_err() {
                     return;

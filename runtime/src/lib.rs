@@ -7,6 +7,7 @@
 //! - [`kv`]: per-flow key-value state.
 //! - [`manifest`]: what a flow declares it may do (`flow.toml`), checked on every call.
 //! - [`builder`]: builds flow crates into components.
+//! - [`routing`]: route patterns and the router that picks a flow for a called user.
 //! - [`calls`]: routes SIP calls to flows and runs them against real SIP dialogs.
 //! - [`hub`]: the live calls of this node for the control API (list, hang up, redirect,
 //!   play), and what they report (events, recordings, CDRs).
@@ -22,4 +23,5 @@ pub mod hub;
 pub mod kv;
 pub mod manifest;
 pub mod prompts;
+pub mod routing;
 pub mod sim;
