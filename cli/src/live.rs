@@ -248,8 +248,9 @@ fn print_event(client: &Client, e: &Value) {
     }
 }
 
-/// `vox events`: the stored events after `after`; with `follow`, then the live stream,
-/// reconnecting (with `Last-Event-ID`) when the connection drops.
+/// `vox events`: the stored events after `after` (`--json`: an array); with `follow`, the
+/// live stream (`--json`: one event per line), reconnecting with `Last-Event-ID` when the
+/// connection drops.
 pub async fn events(
     client: &Client,
     after: Option<i64>,
@@ -261,8 +262,11 @@ pub async fn events(
             .http
             .get(client.url("/events/log"))
             .query(&[("after", after.unwrap_or(0).to_string()), ("limit", limit.to_string())]);
-        for e in client.send(request).await?.as_array().into_iter().flatten() {
-            print_event(client, e);
+        let events = client.send(request).await?;
+        if client.json {
+            println!("{}", serde_json::to_string_pretty(&events)?);
+        } else {
+            events.as_array().into_iter().flatten().for_each(|e| println!("{}", event_line(e)));
         }
         return Ok(());
     }

@@ -47,7 +47,17 @@ fn serve_config(more: &str, extra: &[&str]) -> Server {
 
 /// `vox serve` listening on `listen`.
 fn serve_on(listen: &str, more: &str, extra: &[&str]) -> Server {
-    let data = tempfile::tempdir().unwrap();
+    serve_in(tempfile::tempdir().unwrap(), listen, more, extra, &[])
+}
+
+/// `vox serve` with its data (store, keys, recordings) in `data`, and `env` set.
+fn serve_in(
+    data: tempfile::TempDir,
+    listen: &str,
+    more: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
     let config = data.path().join("voxide.toml");
     let flows = repo().join("sample-flows");
     std::fs::write(
@@ -71,7 +81,14 @@ fn serve_on(listen: &str, more: &str, extra: &[&str]) -> Server {
         .stdout(Stdio::piped())
         // Its log (info) goes to a file in the data directory, for tests that read it.
         .env("VOX_LOG", "info")
-        .stderr(std::fs::File::create(data.path().join("vox.log")).unwrap())
+        .envs(env.iter().copied())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data.path().join("vox.log"))
+                .unwrap(),
+        )
         .spawn()
         .expect("start vox serve");
     let stdout = child.stdout.take().unwrap();
@@ -1141,14 +1158,7 @@ fn play_fetches_a_url_the_manifest_allows_and_refuses_one_it_does_not() {
 /// Runs `vox ARGS…` against `server`'s API with its admin key; returns its stdout, failing the
 /// test (with its stderr) if it fails.
 fn vox_remote(server: &Server, args: &[&str]) -> String {
-    let key = std::fs::read_to_string(server._data.path().join("admin.key")).unwrap();
-    let url = format!("http://{}", server.http.expect("vox serve printed its HTTP address"));
-    let out = Command::new(env!("CARGO_BIN_EXE_vox"))
-        .args(args)
-        .args(["--server", &url, "--key", key.trim()])
-        .env("XDG_CONFIG_HOME", server._data.path())
-        .output()
-        .unwrap();
+    let out = vox_output(server, args);
     let (stdout, stderr) =
         (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "vox {args:?} failed:\n{stdout}\n{stderr}");
@@ -1236,4 +1246,222 @@ fn deploy_route_call_move_the_alias_and_split_a_canary() {
     // Routes are listed as written.
     let out = vox_remote(&server, &["routes", "ls"]);
     assert!(out.contains("ivr-menu@v1=50, ivr-menu@v2=50"), "{out}");
+}
+
+/// A child process killed (and reaped) when the test ends, even by a failure.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `vox ARGS…` against `server`'s API with its admin key.
+fn vox_output(server: &Server, args: &[&str]) -> std::process::Output {
+    let key = std::fs::read_to_string(server._data.path().join("admin.key")).unwrap();
+    let url = format!("http://{}", server.http.expect("vox serve printed its HTTP address"));
+    Command::new(env!("CARGO_BIN_EXE_vox"))
+        .args(args)
+        .args(["--server", &url, "--key", key.trim()])
+        .env("XDG_CONFIG_HOME", server._data.path())
+        .output()
+        .unwrap()
+}
+
+/// `vox ARGS…` against `server` that must fail; returns what it printed.
+fn vox_remote_fails(server: &Server, args: &[&str]) -> String {
+    let out = vox_output(server, args);
+    assert!(!out.status.success(), "vox {args:?} should have failed");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// `vox … --json` against `server`, parsed.
+fn vox_json(server: &Server, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = vox_remote(server, &all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("vox {args:?}: not JSON ({e}):\n{out}"))
+}
+
+/// Polls `vox ARGS --json` until `ready` holds (what calls report is written in the
+/// background); fails after `secs`.
+fn vox_until(
+    server: &Server,
+    args: &[&str],
+    secs: u64,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let value = vox_json(server, args);
+        if ready(&value) {
+            return value;
+        }
+        assert!(std::time::Instant::now() < until, "vox {args:?} never got there: {value}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn len(v: &serde_json::Value) -> usize {
+    v.as_array().map_or(0, Vec::len)
+}
+
+/// A sipp caller to `number` in the background; its result when joined.
+fn sipp_caller(
+    server: &Server,
+    scenario: &'static str,
+    number: &'static str,
+) -> std::thread::JoinHandle<(bool, String)> {
+    let addr = server.addr;
+    std::thread::spawn(move || run_sipp(scenario, free_port(), Some(addr), 40, &["-s", number]))
+}
+
+/// The one live call, once it is answered.
+fn answered_call(server: &Server) -> String {
+    let calls =
+        vox_until(server, &["calls", "ls"], 15, |c| len(c) == 1 && c[0]["state"] == "answered");
+    calls[0]["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn rest_call_control_redirects_injects_prompts_hangs_up_and_leaves_cdrs_and_events() {
+    let server = serve_config("", &[]);
+    let flows = repo().join("sample-flows");
+    vox_remote(&server, &["deploy", flows.join("ivr-menu").to_str().unwrap(), "--alias", "live"]);
+    vox_remote(&server, &["deploy", flows.join("hello").to_str().unwrap(), "--alias", "live"]);
+    vox_remote(&server, &["routes", "add", "+15550100", "ivr-menu@live"]);
+    let assets = server._data.path().join("assets");
+    std::fs::create_dir_all(&assets).unwrap();
+    std::fs::write(assets.join("notice.wav"), pcm_wav(&vec![0i16; 8000], 8000)).unwrap();
+    // Follow the event stream from now on, as an operator would.
+    let key = std::fs::read_to_string(server._data.path().join("admin.key")).unwrap();
+    let events_out = server._data.path().join("events.jsonl");
+    let follower = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_vox"))
+            .args(["events", "--follow", "--json", "--server"])
+            .arg(format!("http://{}", server.http.unwrap()))
+            .args(["--key", key.trim()])
+            .stdout(std::fs::File::create(&events_out).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Call 1: ivr-menu talks for ~40 s; the API redirects it to hello, which greets and
+    // hangs up — the caller sees our BYE within seconds.
+    let caller = sipp_caller(&server, "uac-flow-hangs-up.xml", "+15550100");
+    let first = answered_call(&server);
+    let shown = vox_json(&server, &["calls", "show", &first]);
+    assert_eq!(
+        (shown["direction"].as_str(), shown["label"].as_str()),
+        (Some("inbound"), Some("ivr-menu v1 via live"))
+    );
+    assert_eq!(shown["legs"][0]["role"], "caller");
+    vox_remote(&server, &["calls", "say", &first, "An announcement from the operator."]);
+    vox_remote(&server, &["calls", "play", &first, "notice.wav"]);
+    let out = vox_remote_fails(&server, &["calls", "play", &first, "missing.wav"]);
+    assert!(out.contains("422") && out.contains("missing.wav"), "{out}");
+    let out = vox_remote(&server, &["calls", "redirect", &first, "hello@live"]);
+    assert!(out.contains("now runs hello@live"), "{out}");
+    let (ok, out) = caller.join().unwrap();
+    assert!(ok, "the redirected call was ended by hello:\n{out}");
+
+    // Call 2: hung up through the API.
+    let caller = sipp_caller(&server, "uac-flow-hangs-up.xml", "+15550100");
+    let second = answered_call(&server);
+    vox_remote(&server, &["calls", "hangup", &second]);
+    let (ok, out) = caller.join().unwrap();
+    assert!(ok, "the API's hangup reached the caller as a BYE:\n{out}");
+
+    // Both CDRs, with the flow that ran last and its outcome.
+    let cdrs = vox_until(&server, &["cdrs"], 15, |c| len(c) == 2);
+    let cdr = |id: &str| cdrs.as_array().unwrap().iter().find(|c| c["id"] == id).unwrap().clone();
+    let (one, two) = (cdr(&first), cdr(&second));
+    assert_eq!(
+        (one["flow"].as_str(), one["outcome"].as_str()),
+        (Some("hello"), Some("completed")),
+        "{one}"
+    );
+    assert_eq!(
+        (two["flow"].as_str(), two["outcome"].as_str()),
+        (Some("ivr-menu"), Some("hung-up")),
+        "{two}"
+    );
+    assert_eq!(two["detail"], "hung up through the API");
+    assert!(two["duration_ms"].as_i64().unwrap() > 0 && two["answered_at"].is_i64());
+    assert_eq!(len(&vox_json(&server, &["cdrs", "--outcome", "hung-up"])), 1);
+    assert_eq!(len(&vox_json(&server, &["cdrs", "--number", "+15550100", "--since", "5m"])), 2);
+    let table = vox_remote(&server, &["cdrs"]);
+    assert!(table.contains("OUTCOME") && table.contains("hung-up"), "{table}");
+
+    // The live stream saw each call's lifecycle, in order.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(follower);
+    let streamed: Vec<serde_json::Value> = std::fs::read_to_string(&events_out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds = |call: &str| -> Vec<String> {
+        streamed
+            .iter()
+            .filter(|e| e["call_id"] == call)
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        kinds(&first),
+        ["call.ringing", "call.answered", "call.redirected", "call.completed"]
+    );
+    assert_eq!(kinds(&second), ["call.ringing", "call.answered", "call.completed"]);
+    assert!(streamed.windows(2).all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()));
+    // The stored log has the same events.
+    assert_eq!(len(&vox_json(&server, &["events"])), streamed.len());
+    // Nothing is live any more.
+    assert_eq!(vox_json(&server, &["calls", "ls"]), serde_json::json!([]));
+}
+
+#[test]
+fn vox_call_originates_to_a_phone_and_runs_the_flow_when_it_answers() {
+    let server = serve_config("", &[]);
+    vox_remote(
+        &server,
+        &["deploy", repo().join("sample-flows/hello").to_str().unwrap(), "--alias", "live"],
+    );
+    // A phone (sipp) that answers and talks until our BYE.
+    let phone_dir = tempfile::tempdir().unwrap();
+    std::fs::write(phone_dir.path().join("talk.wav"), ulaw_wav(&chirp(4.0))).unwrap();
+    let port = free_port();
+    let phone = {
+        let dir = phone_dir.path().to_owned();
+        std::thread::spawn(move || {
+            run_sipp_in(&dir, "uas-answer-and-talk.xml", port, None, 30, &[])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let to = format!("sip:phone@127.0.0.1:{port}");
+    let out = vox_remote(&server, &["call", &to, "--flow", "hello", "--from", "+15550199"]);
+    assert!(
+        out.starts_with(&format!("calling {to}: CA")) && out.contains("hello v1 via live"),
+        "{out}"
+    );
+    let (ok, out) = phone.join().unwrap();
+    assert!(ok, "the phone was called, answered, and got hello's BYE:\n{out}");
+    let cdrs = vox_until(&server, &["cdrs"], 15, |c| len(c) == 1);
+    let cdr = &cdrs[0];
+    assert_eq!(
+        (cdr["direction"].as_str(), cdr["outcome"].as_str()),
+        (Some("outbound"), Some("completed")),
+        "{cdr}"
+    );
+    assert_eq!(cdr["to"].as_str(), Some(to.as_str()));
+    assert!(cdr["from"].as_str().unwrap().contains("+15550199"));
+    // Nobody answers at a port where no phone listens: a CDR that says so.
+    let nobody = format!("sip:nobody@127.0.0.1:{}", free_port());
+    vox_remote(&server, &["call", &nobody, "--flow", "hello", "--timeout", "2"]);
+    let cdrs = vox_until(&server, &["cdrs", "--number", "nobody"], 40, |c| len(c) == 1);
+    let outcome = cdrs[0]["outcome"].as_str().unwrap();
+    assert!(["no-answer", "failed"].contains(&outcome), "{}", cdrs[0]);
 }

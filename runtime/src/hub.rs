@@ -141,6 +141,8 @@ struct LiveState {
     /// An injected prompt still playing: the flow's next prompt waits for it.
     injected: Option<oneshot::Receiver<bool>>,
     signals: Option<mpsc::UnboundedSender<Signal>>,
+    /// Ended through the API (the CDR says so).
+    hung_up_by_api: bool,
     /// The SIP dialog to end on `hangup`.
     sip: Option<(SipHandle, CallRef)>,
 }
@@ -262,6 +264,11 @@ impl LiveCall {
     /// The CDR of this call, ended now with `outcome`.
     pub fn record(&self, outcome: &str, detail: String, actions: u64) -> CallRecord {
         let s = self.lock();
+        let detail = if s.hung_up_by_api && outcome == "hung-up" {
+            "hung up through the API".to_owned()
+        } else {
+            detail
+        };
         CallRecord {
             id: self.id.clone(),
             tenant: self.tenant.clone(),
@@ -347,6 +354,7 @@ impl CallHub {
                 leg: None,
                 injected: None,
                 signals: None,
+                hung_up_by_api: false,
                 sip: None,
             }),
         });
@@ -406,6 +414,7 @@ impl CallHub {
         let (signals, sip) = {
             let mut s = call.lock();
             s.state = "ending";
+            s.hung_up_by_api = true;
             (s.signals.clone(), s.sip.clone())
         };
         if let Some(signals) = signals {

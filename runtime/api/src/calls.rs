@@ -233,8 +233,8 @@ pub(crate) async fn redirect_call(
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlayRequest {
-    /// A built-in prompt (`beep`, `tone:440:500`, …) or a URL the running flow's manifest
-    /// allows.
+    /// A WAV file in the server's assets directory (`prompts/notice.wav`), or a URL the
+    /// running flow's manifest allows.
     pub media: String,
 }
 

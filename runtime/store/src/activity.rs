@@ -272,8 +272,11 @@ impl Store {
             sql += &format!(" AND started_at < ${}", next());
         }
         if filter.number.is_some() {
-            let (to, from) = (next(), next());
-            sql += &format!(" AND (to_user = ${to} OR from_uri LIKE ${from})");
+            // The number itself, or the user part of a SIP/tel URI.
+            let (exact, user) = (next(), next());
+            sql += &format!(
+                " AND (to_user = ${exact} OR to_user LIKE ${user} OR from_uri = ${exact} OR from_uri LIKE ${user})"
+            );
         }
         if filter.flow.is_some() {
             sql += &format!(" AND flow = ${}", next());
@@ -290,7 +293,7 @@ impl Store {
             query = query.bind(v);
         }
         if let Some(v) = &filter.number {
-            query = query.bind(v.clone()).bind(format!("%{}%", like_escape(v)));
+            query = query.bind(v.clone()).bind(format!("%:{}@%", like_escape(v)));
         }
         if let Some(v) = &filter.flow {
             query = query.bind(v.clone());
@@ -553,7 +556,7 @@ impl Store {
     }
 }
 
-/// `%` and `_` match literally in a LIKE pattern built from user input.
+/// User input in a LIKE pattern, without its wildcards (`%`, `_`).
 fn like_escape(s: &str) -> String {
     s.replace(['%', '_'], "")
 }
