@@ -22,7 +22,22 @@ struct Server {
     addr: SocketAddr,
     /// With `--http`: where it listens.
     http: Option<SocketAddr>,
-    _data: tempfile::TempDir,
+    /// Its data directory (store, keys, recordings, log); taken by [`Server::kill_9`].
+    data: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    fn data(&self) -> &Path {
+        self.data.as_ref().expect("the server's data directory").path()
+    }
+
+    /// SIGKILL, as a crash would: nothing is flushed or shut down. Returns the data directory
+    /// for a restart.
+    fn kill_9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data.take().expect("the server's data directory")
+    }
 }
 
 impl Drop for Server {
@@ -108,7 +123,7 @@ fn serve_in(
     let addr = addr.expect("vox serve printed no SIP address");
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, addr, http, _data: data }
+    Server { child, addr, http, data: Some(data) }
 }
 
 #[test]
@@ -617,7 +632,7 @@ fn voicemail_records_what_the_caller_sends_to_a_wav_that_matches_it() {
         &["-s", "vm", "-mp", &media_port],
     );
     assert!(ok, "{out}");
-    let dir = server._data.path().join("recordings");
+    let dir = server.data().join("recordings");
     let wavs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -1167,7 +1182,7 @@ fn vox_remote(server: &Server, args: &[&str]) -> String {
 
 /// The server's log so far.
 fn server_log(server: &Server) -> String {
-    std::fs::read_to_string(server._data.path().join("vox.log")).unwrap_or_default()
+    std::fs::read_to_string(server.data().join("vox.log")).unwrap_or_default()
 }
 
 #[test]
@@ -1230,7 +1245,7 @@ fn deploy_route_call_move_the_alias_and_split_a_canary() {
         .args(["-s", "+15550200", "-m", "200", "-r", "50", "-l", "100", "-i", "127.0.0.1"])
         .args(["-p", &free_port().to_string(), "-timeout", "60", "-timeout_error", "-nostdin"])
         .arg(server.addr.to_string())
-        .current_dir(server._data.path())
+        .current_dir(server.data())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -1260,12 +1275,12 @@ impl Drop for KillOnDrop {
 
 /// `vox ARGS…` against `server`'s API with its admin key.
 fn vox_output(server: &Server, args: &[&str]) -> std::process::Output {
-    let key = std::fs::read_to_string(server._data.path().join("admin.key")).unwrap();
+    let key = std::fs::read_to_string(server.data().join("admin.key")).unwrap();
     let url = format!("http://{}", server.http.expect("vox serve printed its HTTP address"));
     Command::new(env!("CARGO_BIN_EXE_vox"))
         .args(args)
         .args(["--server", &url, "--key", key.trim()])
-        .env("XDG_CONFIG_HOME", server._data.path())
+        .env("XDG_CONFIG_HOME", server.data())
         .output()
         .unwrap()
 }
@@ -1332,12 +1347,12 @@ fn rest_call_control_redirects_injects_prompts_hangs_up_and_leaves_cdrs_and_even
     vox_remote(&server, &["deploy", flows.join("ivr-menu").to_str().unwrap(), "--alias", "live"]);
     vox_remote(&server, &["deploy", flows.join("hello").to_str().unwrap(), "--alias", "live"]);
     vox_remote(&server, &["routes", "add", "+15550100", "ivr-menu@live"]);
-    let assets = server._data.path().join("assets");
+    let assets = server.data().join("assets");
     std::fs::create_dir_all(&assets).unwrap();
     std::fs::write(assets.join("notice.wav"), pcm_wav(&vec![0i16; 8000], 8000)).unwrap();
     // Follow the event stream from now on, as an operator would.
-    let key = std::fs::read_to_string(server._data.path().join("admin.key")).unwrap();
-    let events_out = server._data.path().join("events.jsonl");
+    let key = std::fs::read_to_string(server.data().join("admin.key")).unwrap();
+    let events_out = server.data().join("events.jsonl");
     let follower = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_vox"))
             .args(["events", "--follow", "--json", "--server"])
@@ -1464,4 +1479,143 @@ fn vox_call_originates_to_a_phone_and_runs_the_flow_when_it_answers() {
     let cdrs = vox_until(&server, &["cdrs", "--number", "nobody"], 40, |c| len(c) == 1);
     let outcome = cdrs[0]["outcome"].as_str().unwrap();
     assert!(["no-answer", "failed"].contains(&outcome), "{}", cdrs[0]);
+}
+
+/// What a webhook receiver got: (event id, signature header, body).
+type Hooked = Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// A minimal HTTP webhook receiver on `listener` answering 204 to every POST.
+fn webhook_receiver(listener: std::net::TcpListener) -> Hooked {
+    let got: Hooked = Arc::default();
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let (mut length, mut id, mut signature) = (0usize, String::new(), String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let (name, value) = line.split_once(':').unwrap_or((&line, ""));
+                let value = value.trim().to_owned();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.parse().unwrap_or(0),
+                    "voxide-event-id" => id = value,
+                    "voxide-signature" => signature = value,
+                    _ => {}
+                }
+            }
+            let mut body = vec![0u8; length];
+            if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+                continue;
+            }
+            sink.lock().unwrap().push((id, signature, body));
+            let _ = std::io::Write::write_all(
+                reader.get_mut(),
+                b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    got
+}
+
+#[test]
+fn kill_9_mid_traffic_then_restart_keeps_flows_routes_cdrs_and_delivers_pending_webhooks() {
+    let env = [("VOX_WEBHOOK_RETRY_BASE_MS", "200")];
+    let server = serve_in(tempfile::tempdir().unwrap(), "127.0.0.1:0", "", &[], &env);
+    let flows = repo().join("sample-flows");
+    vox_remote(&server, &["deploy", flows.join("hello").to_str().unwrap(), "--alias", "live"]);
+    vox_remote(&server, &["deploy", flows.join("ivr-menu").to_str().unwrap(), "--alias", "live"]);
+    vox_remote(&server, &["routes", "add", "+15550101", "hello@live"]);
+    vox_remote(&server, &["routes", "add", "+15550100", "ivr-menu@live"]);
+    // The receiver is down until after the crash: every event waits in the outbox.
+    let hook_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_addr = hook_listener.local_addr().unwrap();
+    let hook_url = format!("http://{hook_addr}/hook");
+    drop(hook_listener);
+    let hook = vox_json(&server, &["webhooks", "add", &hook_url]);
+    let (hook_id, secret) = (hook["id"].as_str().unwrap(), hook["secret"].as_str().unwrap());
+
+    // 20 calls to hello complete; 5 calls to ivr-menu are still talking when it dies.
+    let traffic = |number: &str, calls: &str, scenario: &str, extra: &[&str]| {
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(repo().join("cli/tests/sipp").join(scenario))
+            .args(["-s", number, "-m", calls, "-r", "10", "-l", "20", "-i", "127.0.0.1"])
+            .args(["-p", &free_port().to_string(), "-timeout", "60", "-nostdin"])
+            .args(extra)
+            .arg(server.addr.to_string())
+            .current_dir(server.data())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let status = traffic("+15550101", "20", "uac-flow-hangs-up.xml", &[]).wait().unwrap();
+    assert!(status.success(), "20 calls to hello: {status}");
+    let completed = vox_until(&server, &["cdrs"], 20, |c| len(c) == 20);
+    let talking =
+        KillOnDrop(traffic("+15550100", "5", "uac-stay-then-hang-up.xml", &["-d", "30000"]));
+    vox_until(&server, &["calls", "ls"], 20, |c| {
+        len(c) == 5 && c.as_array().unwrap().iter().all(|c| c["state"] == "answered")
+    });
+    let before = vox_json(&server, &["events", "--limit", "1000"]);
+    let pending = vox_json(&server, &["webhooks", "deliveries", hook_id, "--status", "pending"]);
+    assert_eq!(len(&pending), len(&before), "nothing delivered yet");
+    let data = server.kill_9();
+
+    // Restart on the same data: flows, routes, CDRs and the undelivered events are all there,
+    // and the events are delivered once the receiver is up.
+    let got = webhook_receiver(std::net::TcpListener::bind(hook_addr).unwrap());
+    let server = serve_in(data, "127.0.0.1:0", "", &[], &env);
+    let flows = vox_json(&server, &["flows"]);
+    let names: Vec<&str> =
+        flows.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"hello") && names.contains(&"ivr-menu"), "{flows}");
+    let routes = vox_json(&server, &["routes", "ls"]);
+    let patterns: Vec<&str> =
+        routes.as_array().unwrap().iter().map(|r| r["pattern"].as_str().unwrap()).collect();
+    assert!(patterns.contains(&"+15550100") && patterns.contains(&"+15550101"), "{routes}");
+    let cdrs = vox_json(&server, &["cdrs", "--limit", "100"]);
+    let ids = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert!(ids(&completed).is_subset(&ids(&cdrs)), "every completed call's CDR survived");
+    assert_eq!(
+        vox_json(&server, &["calls", "ls"]),
+        serde_json::json!([]),
+        "the crashed calls are gone"
+    );
+    let all: std::collections::BTreeSet<String> = ids(&before);
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let arrived: std::collections::BTreeSet<String> =
+            got.lock().unwrap().iter().map(|(id, _, _)| id.clone()).collect();
+        if all.is_subset(&arrived) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{} of {} events delivered after the restart",
+            arrived.intersection(&all).count(),
+            all.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (id, signature, body) in got.lock().unwrap().iter() {
+        let t: i64 = signature.split(',').next().unwrap().trim_start_matches("t=").parse().unwrap();
+        assert_eq!(*signature, voxide_api::signature(secret, t, body), "signature of {id}");
+    }
+    let delivered = vox_until(
+        &server,
+        &["webhooks", "deliveries", hook_id, "--status", "delivered"],
+        10,
+        |d| len(d) >= all.len(),
+    );
+    assert!(len(&delivered) >= all.len());
+    // And it takes calls again.
+    let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "+15550101", &[]);
+    assert!(ok, "a call after the restart:\n{out}");
+    drop(talking);
 }
