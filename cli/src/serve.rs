@@ -576,6 +576,8 @@ struct RouteLoader {
     static_routes: Vec<Route>,
     /// Flows loaded so far, by digest: a reload only compiles what is new.
     flows: std::collections::HashMap<String, voxide_runtime::flows::Flow>,
+    /// False when the last build skipped something (the store failed, a target did not load).
+    complete: bool,
 }
 
 /// How often the store is checked for changes made by other nodes.
@@ -583,7 +585,7 @@ const ROUTE_POLL: Duration = Duration::from_secs(5);
 
 impl RouteLoader {
     fn new(store: Store, engine: FlowEngine, static_routes: Vec<Route>) -> RouteLoader {
-        RouteLoader { store, engine, static_routes, flows: Default::default() }
+        RouteLoader { store, engine, static_routes, flows: Default::default(), complete: true }
     }
 
     /// The router as the store says now. A target that cannot be loaded is skipped (and
@@ -594,6 +596,7 @@ impl RouteLoader {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("loading routes from the store: {e}");
+                self.complete = false;
                 return Router::new(routes);
             }
         };
@@ -606,6 +609,7 @@ impl RouteLoader {
                 match self.load_target(r, t).await {
                     Ok(route) => routes.push(route),
                     Err(e) => {
+                        self.complete = false;
                         tracing::error!(pattern = %r.pattern, flow = %t.flow, "route target skipped: {e:#}")
                     }
                 }
@@ -667,12 +671,21 @@ impl RouteLoader {
         };
         let mut current = fingerprint(&routes.borrow());
         let mut poll = tokio::time::interval(ROUTE_POLL);
+        // The store's routing generation the current router was built at (None: rebuild on
+        // the next poll — unknown, or some target could not be loaded).
+        let mut built_at: Option<i64> = None;
         loop {
-            tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return },
-                _ = poll.tick() => {}
+            let polled = tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return } else { false },
+                _ = poll.tick() => true,
+            };
+            let generation = self.store.routing_generation().await.ok();
+            if polled && generation.is_some() && generation == built_at {
+                continue;
             }
+            self.complete = true;
             let router = self.build().await;
+            built_at = if self.complete { generation } else { None };
             let next = fingerprint(&router);
             if next != current {
                 tracing::info!(routes = router.routes().len(), "routes changed");

@@ -602,6 +602,7 @@ impl Store {
         }
         self.version(tenant_id, flow, version).await?;
         let updated_at = now();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO aliases (tenant_id, flow, name, version, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (tenant_id, flow, name) DO UPDATE SET version = excluded.version, \
@@ -612,8 +613,10 @@ impl Store {
         .bind(alias)
         .bind(version)
         .bind(updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        bump_routing(&mut tx).await?;
+        tx.commit().await?;
         Ok(Alias { flow: flow.to_owned(), name: alias.to_owned(), version, updated_at })
     }
 
@@ -694,6 +697,7 @@ impl Store {
             vars: new.vars,
             created_at: now(),
         };
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO routes (id, tenant_id, pattern, priority, targets, vars, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -705,10 +709,14 @@ impl Store {
         .bind(json(&route.targets))
         .bind(json(&route.vars))
         .bind(route.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match inserted {
-            Ok(_) => Ok(route),
+            Ok(_) => {
+                bump_routing(&mut tx).await?;
+                tx.commit().await?;
+                Ok(route)
+            }
             Err(e) if is_unique_violation(&e) => {
                 Err(StoreError::Conflict(format!("{:?} is already routed", route.pattern)))
             }
@@ -739,15 +747,27 @@ impl Store {
     }
 
     pub async fn delete_route(&self, tenant_id: &str, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM routes WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("route {id}")));
         }
+        bump_routing(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// A number that changes whenever routes or aliases change (on any node): compare it
+    /// instead of re-reading every route.
+    pub async fn routing_generation(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT generation FROM routing_generation WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
     }
 }
 
@@ -783,6 +803,14 @@ async fn version_by_digest(
     .fetch_optional(&mut **tx)
     .await?;
     row.as_ref().map(version_row).transpose()
+}
+
+/// Marks a routing change, in the transaction that makes it.
+async fn bump_routing(tx: &mut Transaction<'_, Any>) -> Result<()> {
+    sqlx::query("UPDATE routing_generation SET generation = generation + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn version_row(row: &sqlx::any::AnyRow) -> Result<FlowVersion> {

@@ -457,3 +457,35 @@ async fn recordings_are_listed_per_tenant_and_deleted() {
         assert!(nf(store.recording(&a.id, "rec-1").await));
     }
 }
+
+#[tokio::test]
+async fn routing_changes_bump_the_generation_other_changes_do_not() {
+    for (store, _guard) in stores().await {
+        let t = store.create_tenant("acme").await.unwrap();
+        let g0 = store.routing_generation().await.unwrap();
+        store.create_version(&t.id, "ivr", component(1)).await.unwrap();
+        assert_eq!(store.routing_generation().await.unwrap(), g0, "a new version routes nothing");
+        store.set_alias(&t.id, "ivr", "live", 1).await.unwrap();
+        let g1 = store.routing_generation().await.unwrap();
+        assert!(g1 > g0);
+        let target = RouteTarget {
+            flow: "ivr".into(),
+            alias: Some("live".into()),
+            version: None,
+            weight: 100,
+        };
+        let new = NewRoute {
+            pattern: "+1555*".into(),
+            priority: 0,
+            targets: vec![target],
+            vars: Default::default(),
+        };
+        let route = store.add_route(&t.id, new.clone()).await.unwrap();
+        let g2 = store.routing_generation().await.unwrap();
+        assert!(g2 > g1);
+        assert!(store.add_route(&t.id, new).await.is_err(), "already routed");
+        assert_eq!(store.routing_generation().await.unwrap(), g2, "a refused change bumps nothing");
+        store.delete_route(&t.id, &route.id).await.unwrap();
+        assert!(store.routing_generation().await.unwrap() > g2);
+    }
+}
