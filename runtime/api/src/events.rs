@@ -111,35 +111,63 @@ fn activity_of(a: Activity) -> Option<voxide_store::Activity> {
     })
 }
 
-/// Writes what the hub reports until its channel closes. A write that fails is retried
-/// (the database may be restarting) before it is given up and logged.
+/// Most activities written in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Writes what the hub reports until its channel closes: whatever has queued up goes in one
+/// transaction (a burst of calls costs one commit). A write that fails is retried (the
+/// database may be restarting); if it keeps failing, each activity is tried on its own so
+/// one bad record cannot take the others with it.
 pub async fn record_activity(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Activity>,
     bus: EventBus,
 ) {
-    while let Some(activity) = rx.recv().await {
-        let Some(activity) = activity_of(activity) else { continue };
-        let mut delay = Duration::from_millis(100);
-        let stored = loop {
-            match store.record(activity.clone()).await {
-                Ok(events) => break events,
-                Err(e) if delay < Duration::from_secs(10) => {
-                    tracing::warn!("writing call activity (will retry): {e}");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(e) => {
-                    tracing::error!(?activity, "call activity lost: {e}");
-                    break Vec::new();
-                }
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.clear();
+        batch.extend(activity_of(first));
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(a) => batch.extend(activity_of(a)),
+                Err(_) => break,
             }
-        };
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let stored = write_batch(&store, &batch).await;
         for event in stored {
             let _ = bus.live.send(Arc::new(event));
         }
         bus.committed.notify_one();
     }
+}
+
+async fn write_batch(store: &Store, batch: &[voxide_store::Activity]) -> Vec<Event> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.record_all(batch.to_vec()).await {
+            Ok(events) => return events,
+            Err(e) if delay <= Duration::from_secs(2) => {
+                tracing::warn!(activities = batch.len(), "writing call activity (will retry): {e}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::warn!("writing call activity as a batch failed ({e}); one by one");
+                break;
+            }
+        }
+    }
+    let mut stored = Vec::new();
+    for activity in batch {
+        match store.record(activity.clone()).await {
+            Ok(events) => stored.extend(events),
+            Err(e) => tracing::error!(?activity, "call activity lost: {e}"),
+        }
+    }
+    stored
 }
 
 /// How webhooks are retried.

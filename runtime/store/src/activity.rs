@@ -7,7 +7,7 @@
 //! committed is delivered after a restart.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use super::{Millis, Result, Store, StoreError, json, now, random_hex};
 
@@ -150,80 +150,16 @@ impl Store {
     /// Writes `activity` in one transaction and returns the stored events (with their
     /// `seq`). Each event gets a pending delivery for every webhook its tenant has now.
     pub async fn record(&self, activity: Activity) -> Result<Vec<Event>> {
+        self.record_all(vec![activity]).await
+    }
+
+    /// [`record`](Self::record) for several activities in one transaction (one commit for a
+    /// burst of calls): all or none.
+    pub async fn record_all(&self, batch: Vec<Activity>) -> Result<Vec<Event>> {
         let mut tx = self.pool.begin().await?;
-        if let Some(c) = &activity.cdr {
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO cdrs ({CDR_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-            )))
-            .bind(&c.id)
-            .bind(&c.tenant_id)
-            .bind(&c.direction)
-            .bind(&c.from)
-            .bind(&c.to)
-            .bind(&c.flow)
-            .bind(c.version)
-            .bind(&c.digest)
-            .bind(c.started_at)
-            .bind(c.answered_at)
-            .bind(c.ended_at)
-            .bind(c.duration_ms)
-            .bind(&c.outcome)
-            .bind(&c.detail)
-            .bind(c.actions)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(r) = &activity.recording {
-            sqlx::query(
-                "INSERT INTO recordings (id, tenant_id, call_id, file, duration_ms, channels, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&r.id)
-            .bind(&r.tenant_id)
-            .bind(&r.call_id)
-            .bind(&r.file)
-            .bind(r.duration_ms)
-            .bind(r.channels)
-            .bind(r.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let mut stored = Vec::with_capacity(activity.events.len());
-        for e in activity.events {
-            let id = format!("ev_{}", random_hex(12));
-            let created_at = now();
-            let seq: i64 = sqlx::query(
-                "INSERT INTO events (id, tenant_id, type, call_id, data, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-            )
-            .bind(&id)
-            .bind(&e.tenant_id)
-            .bind(&e.kind)
-            .bind(e.call_id.as_deref())
-            .bind(json(&e.data))
-            .bind(created_at)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-            sqlx::query(
-                "INSERT INTO deliveries (event_seq, webhook_id, tenant_id, status, attempts, next_attempt_at) \
-                 SELECT $1, id, tenant_id, 'pending', 0, $2 FROM webhooks WHERE tenant_id = $3",
-            )
-            .bind(seq)
-            .bind(created_at)
-            .bind(&e.tenant_id)
-            .execute(&mut *tx)
-            .await?;
-            stored.push(Event {
-                id,
-                seq,
-                kind: e.kind,
-                call_id: e.call_id,
-                created_at,
-                data: e.data,
-                tenant_id: e.tenant_id,
-            });
+        let mut stored = Vec::new();
+        for activity in batch {
+            stored.extend(write_activity(&mut tx, activity).await?);
         }
         tx.commit().await?;
         Ok(stored)
@@ -554,6 +490,85 @@ impl Store {
         query.bind(event_seq).bind(webhook_id).execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// One activity's rows, inside the caller's transaction.
+async fn write_activity(tx: &mut Transaction<'_, Any>, activity: Activity) -> Result<Vec<Event>> {
+    if let Some(c) = &activity.cdr {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO cdrs ({CDR_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        )))
+        .bind(&c.id)
+        .bind(&c.tenant_id)
+        .bind(&c.direction)
+        .bind(&c.from)
+        .bind(&c.to)
+        .bind(&c.flow)
+        .bind(c.version)
+        .bind(&c.digest)
+        .bind(c.started_at)
+        .bind(c.answered_at)
+        .bind(c.ended_at)
+        .bind(c.duration_ms)
+        .bind(&c.outcome)
+        .bind(&c.detail)
+        .bind(c.actions)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(r) = &activity.recording {
+        sqlx::query(
+            "INSERT INTO recordings (id, tenant_id, call_id, file, duration_ms, channels, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&r.id)
+        .bind(&r.tenant_id)
+        .bind(&r.call_id)
+        .bind(&r.file)
+        .bind(r.duration_ms)
+        .bind(r.channels)
+        .bind(r.created_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let mut stored = Vec::with_capacity(activity.events.len());
+    for e in activity.events {
+        let id = format!("ev_{}", random_hex(12));
+        let created_at = now();
+        let seq: i64 = sqlx::query(
+            "INSERT INTO events (id, tenant_id, type, call_id, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+        )
+        .bind(&id)
+        .bind(&e.tenant_id)
+        .bind(&e.kind)
+        .bind(e.call_id.as_deref())
+        .bind(json(&e.data))
+        .bind(created_at)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+        sqlx::query(
+            "INSERT INTO deliveries (event_seq, webhook_id, tenant_id, status, attempts, next_attempt_at) \
+             SELECT $1, id, tenant_id, 'pending', 0, $2 FROM webhooks WHERE tenant_id = $3",
+        )
+        .bind(seq)
+        .bind(created_at)
+        .bind(&e.tenant_id)
+        .execute(&mut **tx)
+        .await?;
+        stored.push(Event {
+            id,
+            seq,
+            kind: e.kind,
+            call_id: e.call_id,
+            created_at,
+            data: e.data,
+            tenant_id: e.tenant_id,
+        });
+    }
+    Ok(stored)
 }
 
 /// User input in a LIKE pattern, without its wildcards (`%`, `_`).

@@ -266,6 +266,12 @@ impl Store {
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
             .connect(&url)
             .await?;
+        if backend == Backend::Sqlite {
+            // Readers (the API) never wait for the writer (calls' CDRs and events); the mode is
+            // stored in the file. Commits stay fully synchronous: a crash loses nothing
+            // committed.
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
         match backend {
             Backend::Sqlite => sqlx::migrate!("../../migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("../../migrations/postgres").run(&pool).await?,

@@ -489,3 +489,21 @@ async fn routing_changes_bump_the_generation_other_changes_do_not() {
         assert!(store.routing_generation().await.unwrap() > g2);
     }
 }
+
+#[tokio::test]
+async fn a_batch_of_activities_commits_all_or_nothing() {
+    for (store, _guard) in stores().await {
+        let a = store.create_tenant("acme").await.unwrap();
+        let one = |id: &str| Activity {
+            cdr: Some(cdr(&a.id, id, "+1", "completed", 0)),
+            recording: None,
+            events: vec![event(&a.id, "call.completed", id)],
+        };
+        let stored = store.record_all(vec![one("CA1"), one("CA2")]).await.unwrap();
+        assert_eq!(stored.len(), 2);
+        // CA2 again makes the whole batch fail: CA3 is not half-written either.
+        assert!(store.record_all(vec![one("CA3"), one("CA2")]).await.is_err());
+        assert!(nf(store.cdr(&a.id, "CA3").await));
+        assert_eq!(store.events_after(&a.id, 0, 100).await.unwrap().len(), 2);
+    }
+}
