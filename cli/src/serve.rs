@@ -25,7 +25,7 @@ use voxide_sip::registrar::{Registrar, RegistrarConfig};
 use voxide_sip::shell::{Command, Listen, SipHandle, SipServer};
 use voxide_sip::transaction::Timers;
 use voxide_sip::ua::UaConfig;
-use voxide_store::{NewRoute, RouteTarget, Store};
+use voxide_store::{NewRoute, RouteTarget, RoutingSnapshot, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -592,8 +592,8 @@ impl RouteLoader {
     /// logged); the rest of the routes keep working.
     async fn build(&mut self) -> Router {
         let mut routes = self.static_routes.clone();
-        let mut stored = match self.store.all_routes().await {
-            Ok(r) => r,
+        let mut snapshot = match self.store.routing_snapshot().await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!("loading routes from the store: {e}");
                 self.complete = false;
@@ -601,12 +601,12 @@ impl RouteLoader {
             }
         };
         // Exact patterns before prefixes; then priority; then the longer prefix.
-        stored.sort_by_key(|r| {
+        snapshot.routes.sort_by_key(|r| {
             (r.pattern.ends_with('*'), -r.priority, std::cmp::Reverse(r.pattern.len()))
         });
-        for r in &stored {
+        for r in &snapshot.routes {
             for t in &r.targets {
-                match self.load_target(r, t).await {
+                match self.load_target(&snapshot, r, t).await {
                     Ok(route) => routes.push(route),
                     Err(e) => {
                         self.complete = false;
@@ -620,18 +620,11 @@ impl RouteLoader {
 
     async fn load_target(
         &mut self,
+        snapshot: &RoutingSnapshot,
         r: &voxide_store::Route,
         t: &RouteTarget,
     ) -> anyhow::Result<Route> {
-        let (version, via) = match (&t.alias, t.version) {
-            (Some(alias), _) => (
-                self.store.resolve_alias(&r.tenant_id, &t.flow, alias).await?,
-                format!(" via {alias}"),
-            ),
-            (None, Some(v)) => (v, String::new()),
-            (None, None) => bail!("no alias or version"),
-        };
-        let v = self.store.version(&r.tenant_id, &t.flow, version).await?;
+        let (v, via) = snapshot.resolve(&r.tenant_id, t)?;
         let flow = match self.flows.get(&v.digest) {
             Some(flow) => flow.clone(),
             None => {
@@ -645,8 +638,8 @@ impl RouteLoader {
         Ok(Route {
             pattern: r.pattern.clone(),
             name: t.flow.clone(),
-            label: format!("{} v{version}{via}", t.flow),
-            version: Some(version),
+            label: format!("{} v{}{via}", t.flow, v.version),
+            version: Some(v.version),
             tenant: r.tenant_id.clone(),
             flow,
             vars: r.vars.iter().map(|(k, val)| (k.clone(), val.clone())).collect(),

@@ -198,6 +198,38 @@ pub struct NewRoute {
     pub vars: BTreeMap<String, String>,
 }
 
+/// Routes with what they point to, as of one routing generation.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingSnapshot {
+    pub generation: i64,
+    pub routes: Vec<Route>,
+    /// (tenant, flow, alias) → version.
+    pub aliases: std::collections::HashMap<(String, String, String), i64>,
+    /// (tenant, flow, version) → the version.
+    pub versions: std::collections::HashMap<(String, String, i64), FlowVersion>,
+}
+
+impl RoutingSnapshot {
+    /// The version a route target runs, and how it was chosen (` via live`).
+    pub fn resolve(&self, tenant: &str, target: &RouteTarget) -> Result<(&FlowVersion, String)> {
+        let key = |a: &str| (tenant.to_owned(), target.flow.clone(), a.to_owned());
+        let (version, via) = match (&target.alias, target.version) {
+            (Some(alias), _) => (
+                *self.aliases.get(&key(alias)).ok_or_else(|| {
+                    StoreError::NotFound(format!("alias {}@{alias}", target.flow))
+                })?,
+                format!(" via {alias}"),
+            ),
+            (None, Some(v)) => (v, String::new()),
+            (None, None) => return Err(StoreError::Invalid("no alias or version".into())),
+        };
+        let found = self.versions.get(&(tenant.to_owned(), target.flow.clone(), version));
+        let v = found
+            .ok_or_else(|| StoreError::NotFound(format!("version {} v{version}", target.flow)))?;
+        Ok((v, via))
+    }
+}
+
 /// The control-plane store. Cheap to clone (a connection pool).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -741,17 +773,6 @@ impl Store {
         rows.iter().map(route_row).collect()
     }
 
-    /// Every tenant's routes: what the SIP side routes by.
-    pub async fn all_routes(&self) -> Result<Vec<Route>> {
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, pattern, priority, targets, vars, created_at FROM routes \
-             ORDER BY priority DESC, pattern",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(route_row).collect()
-    }
-
     pub async fn delete_route(&self, tenant_id: &str, id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM routes WHERE tenant_id = $1 AND id = $2")
@@ -765,6 +786,45 @@ impl Store {
         bump_routing(&mut tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Everything the SIP side routes by, read in one transaction with three queries however
+    /// many routes there are: every tenant's routes, aliases and versions (without bytes).
+    pub async fn routing_snapshot(&self) -> Result<RoutingSnapshot> {
+        let mut tx = self.pool.begin().await?;
+        let generation: i64 = sqlx::query("SELECT generation FROM routing_generation WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let routes = sqlx::query(
+            "SELECT id, tenant_id, pattern, priority, targets, vars, created_at FROM routes \
+             ORDER BY priority DESC, pattern",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(route_row)
+        .collect::<Result<Vec<_>>>()?;
+        let mut aliases = std::collections::HashMap::new();
+        for r in sqlx::query("SELECT tenant_id, flow, name, version FROM aliases")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let key = (r.try_get("tenant_id")?, r.try_get("flow")?, r.try_get("name")?);
+            aliases.insert(key, r.try_get("version")?);
+        }
+        let mut versions = std::collections::HashMap::new();
+        for r in sqlx::query(
+            "SELECT tenant_id, flow, version, digest, size, world, manifest, created_at FROM flow_versions",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let v = version_row(&r)?;
+            versions.insert((r.try_get("tenant_id")?, v.flow.clone(), v.version), v);
+        }
+        tx.commit().await?;
+        Ok(RoutingSnapshot { generation, routes, aliases, versions })
     }
 
     /// A number that changes whenever routes or aliases change (on any node): compare it

@@ -196,7 +196,7 @@ async fn aliases_move_atomically_and_versions_in_use_cannot_be_deleted() {
         store.delete_version(&t.id, "ivr", 1).await.unwrap();
         assert!(matches!(store.version(&t.id, "ivr", 1).await, Err(StoreError::NotFound(_))));
         // Routes keep their shape through the database.
-        let routes = store.all_routes().await.unwrap();
+        let routes = store.routing_snapshot().await.unwrap().routes;
         assert_eq!(routes.len(), 1);
         assert_eq!(routes[0].targets[1].version, Some(3));
         assert_eq!(routes[0].vars["company"], "Acme");
@@ -485,6 +485,19 @@ async fn routing_changes_bump_the_generation_other_changes_do_not() {
         assert!(g2 > g1);
         assert!(store.add_route(&t.id, new).await.is_err(), "already routed");
         assert_eq!(store.routing_generation().await.unwrap(), g2, "a refused change bumps nothing");
+        // The snapshot resolves targets without a query per route.
+        let snapshot = store.routing_snapshot().await.unwrap();
+        assert_eq!((snapshot.generation, snapshot.routes.len()), (g2, 1));
+        let (v, via) = snapshot.resolve(&t.id, &snapshot.routes[0].targets[0]).unwrap();
+        assert_eq!((v.flow.as_str(), v.version, via.as_str()), ("ivr", 1, " via live"));
+        let other = RouteTarget {
+            flow: "ivr".into(),
+            alias: Some("staging".into()),
+            version: None,
+            weight: 1,
+        };
+        assert!(matches!(snapshot.resolve(&t.id, &other), Err(StoreError::NotFound(_))));
+        assert!(snapshot.resolve("another-tenant", &snapshot.routes[0].targets[0]).is_err());
         store.delete_route(&t.id, &route.id).await.unwrap();
         assert!(store.routing_generation().await.unwrap() > g2);
     }
