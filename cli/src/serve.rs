@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use voxide_api::ApiState;
+use voxide_api::calls::VersionRoute;
 use voxide_media::session::{MediaConfig, MediaEngine};
 use voxide_runtime::builder::{self, BuildOptions};
 use voxide_runtime::calls::{self, MediaServices, Route, Router};
@@ -233,7 +234,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    // Routes from the config file come first (tenant "local"), then the store's.
+    // Routes from the config file come first (tenant CONFIG_TENANT), then the store's.
     let mut static_routes = Vec::new();
     for r in &config.routes {
         let path = if r.flow.is_absolute() { r.flow.clone() } else { base.join(&r.flow) };
@@ -268,7 +269,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             label: name.clone(),
             version: None,
             name,
-            tenant: "local".into(),
+            tenant: voxide_runtime::routing::CONFIG_TENANT.into(),
             flow,
             vars: r.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             manifest: Arc::new(manifest),
@@ -574,8 +575,6 @@ struct RouteLoader {
     store: Store,
     engine: FlowEngine,
     static_routes: Vec<Route>,
-    /// Flows loaded so far, by digest: a reload only compiles what is new.
-    flows: std::collections::HashMap<String, voxide_runtime::flows::Flow>,
     /// False when the last build skipped something (the store failed, a target did not load).
     complete: bool,
 }
@@ -585,7 +584,7 @@ const ROUTE_POLL: Duration = Duration::from_secs(5);
 
 impl RouteLoader {
     fn new(store: Store, engine: FlowEngine, static_routes: Vec<Route>) -> RouteLoader {
-        RouteLoader { store, engine, static_routes, flows: Default::default(), complete: true }
+        RouteLoader { store, engine, static_routes, complete: true }
     }
 
     /// The router as the store says now. A target that cannot be loaded is skipped (and
@@ -619,33 +618,22 @@ impl RouteLoader {
     }
 
     async fn load_target(
-        &mut self,
+        &self,
         snapshot: &RoutingSnapshot,
         r: &voxide_store::Route,
         t: &RouteTarget,
     ) -> anyhow::Result<Route> {
-        let (v, via) = snapshot.resolve(&r.tenant_id, t)?;
-        let flow = match self.flows.get(&v.digest) {
-            Some(flow) => flow.clone(),
-            None => {
-                let bytes = self.store.component(&v.digest).await?;
-                let engine = self.engine.clone();
-                let flow = tokio::task::spawn_blocking(move || engine.load(&bytes)).await??;
-                self.flows.insert(v.digest.clone(), flow.clone());
-                flow
-            }
-        };
-        Ok(Route {
+        let (version, via) = snapshot.resolve(&r.tenant_id, t)?;
+        let vars = r.vars.iter().map(|(k, val)| (k.clone(), val.clone())).collect();
+        let target = VersionRoute {
+            tenant: &r.tenant_id,
+            version,
+            via: &via,
+            vars,
             pattern: r.pattern.clone(),
-            name: t.flow.clone(),
-            label: format!("{} v{}{via}", t.flow, v.version),
-            version: Some(v.version),
-            tenant: r.tenant_id.clone(),
-            flow,
-            vars: r.vars.iter().map(|(k, val)| (k.clone(), val.clone())).collect(),
-            manifest: Arc::new(Manifest::parse(&v.manifest)?),
             weight: t.weight,
-        })
+        };
+        target.load(&self.store, &self.engine).await.map_err(anyhow::Error::msg)
     }
 
     /// Rebuilds on every change signal and every [`ROUTE_POLL`], publishing only when the

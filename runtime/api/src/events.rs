@@ -22,6 +22,8 @@ use sha2::Sha256;
 use tokio::sync::{Notify, broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
 use voxide_runtime::hub::{Activity, CallRecord};
+// Calls routed by the config file belong to no store tenant: what they report is logged only.
+use voxide_runtime::routing::CONFIG_TENANT;
 use voxide_store::{Cdr, Delivery, Event, NewEvent, RecordingMeta, Role, Store, Webhook};
 
 use crate::{ApiError, ApiJson, ApiResult, ApiState, Auth, ErrorBody};
@@ -38,10 +40,6 @@ impl Default for EventBus {
         EventBus { live: broadcast::channel(4096).0, committed: Arc::new(Notify::new()) }
     }
 }
-
-/// Tenant of calls routed by the config file rather than the API: no store tenant owns them,
-/// so what they report is logged only.
-const CONFIG_TENANT: &str = "local";
 
 fn cdr_of(r: CallRecord) -> Cdr {
     Cdr {

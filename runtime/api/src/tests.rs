@@ -670,19 +670,15 @@ async fn calls_cdrs_recordings_and_events_are_tenant_scoped_and_recorded() {
                 "{method} {suffix}"
             );
         }
-        // No media yet: nothing to play into.
-        let (status, body) = post_json(
-            &env,
-            Method::POST,
-            &format!("{path}/play"),
-            k,
-            serde_json::json!({"media": "beep"}),
-        )
-        .await;
-        assert!(
-            matches!(status, StatusCode::CONFLICT | StatusCode::SERVICE_UNAVAILABLE),
-            "{status} {body}"
-        );
+        // This node has no media engine: nothing can be played into its calls.
+        for (suffix, body) in [
+            ("play", serde_json::json!({"media": "beep.wav"})),
+            ("say", serde_json::json!({"text": "hello"})),
+        ] {
+            let (status, body) =
+                post_json(&env, Method::POST, &format!("{path}/{suffix}"), k, body).await;
+            assert_eq!((status, code(&body)), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+        }
         live.answered();
         live.event(
             "flow.event",
@@ -912,11 +908,20 @@ async fn the_event_stream_replays_the_outbox_then_follows_live_events() {
             .collect();
         assert_eq!(ids.len(), 2);
         assert!(ids[0] < ids[1], "{text}");
-        // Another tenant's stream shows nothing of it: its log is empty.
+        // Another tenant's stream, from the start of the outbox, shows nothing of it.
         let other = env.state.store.create_tenant("other").await.unwrap();
         let stranger = env.state.store.create_key(&other.id, "x", Role::Read).await.unwrap().secret;
-        let (_, theirs) = get(&env, "/api/v1/events/log", &stranger).await;
-        assert_eq!(theirs, serde_json::json!([]));
+        let req = Request::get("/api/v1/events?after=0")
+            .header(header::AUTHORIZATION, format!("Bearer {stranger}"))
+            .body(Body::empty())
+            .unwrap();
+        let mut theirs = env.app.clone().oneshot(req).await.unwrap().into_body();
+        first.event("call.dtmf", serde_json::json!({"digit": "7"}));
+        let frame =
+            tokio::time::timeout(std::time::Duration::from_millis(700), theirs.frame()).await;
+        assert!(frame.is_err(), "another tenant's stream got {frame:?}");
+        let (_, log) = get(&env, "/api/v1/events/log", &stranger).await;
+        assert_eq!(log, serde_json::json!([]));
     }
 }
 

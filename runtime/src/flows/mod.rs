@@ -404,7 +404,8 @@ impl FlowEngine {
         self.inner.loaded.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    fn loaded_flow(&self, digest: &str) -> Option<Flow> {
+    /// A flow this engine has already loaded, by its `sha256:` digest (no bytes needed).
+    pub fn loaded_flow(&self, digest: &str) -> Option<Flow> {
         self.inner.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(digest).cloned()
     }
 
