@@ -172,8 +172,6 @@ enum Command {
     Conference(Option<(mpsc::UnboundedSender<RoomMsg>, u64)>),
     /// The room's mix for us (everyone but us), to play in our next frame.
     Mix(Vec<i16>),
-    /// An RTCP packet from the bridged leg's peer, to pass on to ours.
-    RelayRtcp(Vec<u8>),
     /// Audio the transcoding bridged leg decoded, for us to encode and send to our peer.
     FarPcm(Vec<i16>),
     /// A copy of a packet the bridged leg relayed to our peer, for a stereo recording.
@@ -185,22 +183,120 @@ enum Command {
 }
 
 /// What another leg needs to send to this leg's peer directly (a bridge relays on the
-/// receiving leg's task, without waking this one): the socket, and where the peer is.
+/// receiving leg's task, without waking this one): the socket, where the peer is, and the
+/// numbering relayed packets take.
 #[derive(Debug)]
 struct Outlet {
     socket: Arc<UdpSocket>,
-    /// The peer's address (latched, else negotiated) and what it negotiated.
-    state: Mutex<Option<(SocketAddr, Negotiated)>>,
+    state: Mutex<OutletState>,
     /// This leg records the bridge in stereo: copies of relayed packets go to its task too.
     wants_copies: std::sync::atomic::AtomicBool,
     stats: Arc<Stats>,
 }
 
+#[derive(Debug, Default)]
+struct OutletState {
+    /// The peer's address (latched, else negotiated) and what it negotiated.
+    peer: Option<(SocketAddr, Negotiated)>,
+    /// While bridged: our stream's numbering, which relayed packets continue.
+    numbering: Option<Numbering>,
+}
+
 impl Outlet {
     fn update(&self, to: Option<SocketAddr>, negotiated: &Negotiated) {
         if let Ok(mut state) = self.state.lock() {
-            *state = to.map(|to| (to, negotiated.clone()));
+            state.peer = to.map(|to| (to, negotiated.clone()));
         }
+    }
+}
+
+/// A bridged leg's outgoing stream. Relayed packets are renumbered onto it — our SSRC, our
+/// next sequence number, timestamps offset onto our clock — so the peer sees one continuous
+/// stream from our prompts to the far end's audio and back, as an SBC anchoring media does.
+/// (Relayed untouched, the far end's packets arrive as a new SSRC whose sequence numbers may
+/// be below ours: baresip 1.0 drops every one of them as late.)
+#[derive(Debug)]
+struct Numbering {
+    ssrc: Ssrc,
+    /// The next sequence number to send.
+    seq: Seq,
+    /// Our RTP clock: `ts` at `at`, `rate` units per second.
+    ts: Timestamp,
+    at: Instant,
+    rate: u32,
+    /// The far stream being relayed: its SSRC, and what to add to its sequence numbers and
+    /// timestamps to make them ours.
+    anchor: Option<(Ssrc, u16, u32)>,
+    /// The newest timestamp sent (relayed or ours), which our own stream resumes after.
+    last_ts: Option<Timestamp>,
+    /// Relayed packets and payload octets, for our sender reports.
+    packets: u32,
+    octets: u32,
+}
+
+impl Numbering {
+    fn new(ssrc: Ssrc, seq: Seq, ts: Timestamp, rate: u32) -> Numbering {
+        Numbering {
+            ssrc,
+            seq,
+            ts,
+            at: Instant::now(),
+            rate,
+            anchor: None,
+            last_ts: None,
+            packets: 0,
+            octets: 0,
+        }
+    }
+
+    /// Our RTP clock now.
+    fn clock(&self) -> Timestamp {
+        let elapsed = self.at.elapsed().as_millis() as u64 * u64::from(self.rate) / 1000;
+        self.ts.wrapping_add(elapsed as u32)
+    }
+
+    /// A packet of our own (sent while bridged, e.g. when the bridge transcodes): its sequence
+    /// number, and our clock set to its timestamp.
+    fn own(&mut self, ts: Timestamp) -> Seq {
+        let seq = self.seq;
+        self.seq = seq.next();
+        (self.ts, self.at, self.last_ts) = (ts, Instant::now(), Some(ts));
+        seq
+    }
+
+    /// Rewrites a relayed RTP packet onto our stream. The first packet of a far stream (or of
+    /// a new SSRC there) continues from our next sequence number and our clock now, with the
+    /// marker bit set (a new talkspurt: receivers resynchronise their playout on it).
+    fn renumber(&mut self, packet: &mut [u8]) {
+        if packet.len() < 12 {
+            return;
+        }
+        let field = |at: usize| {
+            u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
+        };
+        let (seq, ts, ssrc) =
+            (u16::from_be_bytes([packet[2], packet[3]]), field(4), Ssrc(field(8)));
+        let (seq_offset, ts_offset) = match self.anchor {
+            Some((far, seq_offset, ts_offset)) if far == ssrc => (seq_offset, ts_offset),
+            _ => {
+                let offsets = (self.seq.0.wrapping_sub(seq), self.clock().0.wrapping_sub(ts));
+                self.anchor = Some((ssrc, offsets.0, offsets.1));
+                packet[1] |= 0x80;
+                offsets
+            }
+        };
+        let (seq, ts) = (Seq(seq.wrapping_add(seq_offset)), Timestamp(ts.wrapping_add(ts_offset)));
+        if seq.diff(self.seq) >= 0 {
+            // The newest so far (a reordered older packet keeps its place behind it).
+            self.seq = seq.next();
+            (self.ts, self.at, self.last_ts) = (ts, Instant::now(), Some(ts));
+        }
+        packet[2..4].copy_from_slice(&seq.0.to_be_bytes());
+        packet[4..8].copy_from_slice(&ts.0.to_be_bytes());
+        packet[8..12].copy_from_slice(&self.ssrc.0.to_be_bytes());
+        let header = 12 + 4 * usize::from(packet[0] & 0x0f);
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add(packet.len().saturating_sub(header) as u32);
     }
 }
 
@@ -284,7 +380,7 @@ impl MediaEngine {
             let rtp = Arc::new(rtp);
             let outlet = Arc::new(Outlet {
                 socket: rtp.clone(),
-                state: Mutex::new(None),
+                state: Mutex::new(OutletState::default()),
                 wants_copies: std::sync::atomic::AtomicBool::new(false),
                 stats: stats.clone(),
             });
@@ -353,7 +449,6 @@ impl std::fmt::Debug for Command {
             Command::Mix(_) => "Mix",
             Command::FarAudio { .. } => "FarAudio",
             Command::FarPcm(_) => "FarPcm",
-            Command::RelayRtcp(_) => "RelayRtcp",
         })
     }
 }
@@ -761,6 +856,11 @@ struct Leg {
     sent_packets: u32,
     sent_octets: u32,
     ticks: u64,
+    /// Seconds spent only relaying (its RTCP reports are sent from the slow clock).
+    slow_ticks: u64,
+    /// Back from a bridge: our stream resumes after this timestamp, and marks the resumption.
+    resume_after: Option<Timestamp>,
+    marker: bool,
 }
 
 fn random_u32() -> u32 {
@@ -815,6 +915,9 @@ impl Leg {
             sent_packets: 0,
             sent_octets: 0,
             ticks: 0,
+            slow_ticks: 0,
+            resume_after: None,
+            marker: false,
         }
     }
 
@@ -840,7 +943,7 @@ impl Leg {
                 // (playout timing), then packets.
                 biased;
                 command = commands.recv() => match command {
-                    Some(command) => self.command(command, &rtcp).await,
+                    Some(command) => self.command(command).await,
                     None => break,
                 },
                 // A leg that only relays needs no 20 ms clock: its packets move as they
@@ -853,6 +956,11 @@ impl Leg {
                         self.timestamp = self.timestamp.wrapping_add((frames * step) as u32);
                         tick.reset();
                     }
+                    if let Some(after) = self.resume_after.take()
+                        && !self.timestamp.is_after(after)
+                    {
+                        self.timestamp = after.wrapping_add(self.ts_step());
+                    }
                     self.tick(&rtp).await;
                     self.ticks += 1;
                     // RTCP: a first report after 1 s, then every 5 s (RFC 3550 §6.2).
@@ -860,23 +968,22 @@ impl Leg {
                         self.report(&rtcp).await;
                     }
                 }
-                _ = slow.tick(), if self.relay_only() => self.check_timeout(),
+                _ = slow.tick(), if self.relay_only() => {
+                    self.check_timeout();
+                    self.slow_ticks += 1;
+                    if self.slow_ticks.is_multiple_of(5) {
+                        self.report(&rtcp).await;
+                    }
+                }
                 received = rtp.recv_from(&mut buf) => {
                     if let Ok((n, from)) = received {
                         self.receive(&buf[..n], from);
                     }
                 }
-                // RTCP from the peer: passed across a bridge (the far end's reports describe
-                // the media it actually got) unless we transcode, otherwise read and dropped.
-                received = rtcp.recv_from(&mut rtcp_buf) => {
-                    if let Ok((n, from)) = received
-                        && self.latched.is_some_and(|l| l.ip() == from.ip())
-                        && !self.transcode
-                        && let Some(peer) = self.bridge.as_ref().and_then(|(peer, _)| peer.upgrade())
-                    {
-                        let _ = peer.send(Command::RelayRtcp(rtcp_buf[..n].to_vec()));
-                    }
-                }
+                // RTCP from the peer: read and dropped. Each leg reports on its own hop (a
+                // bridge renumbers what it relays, so the far end's reports would describe a
+                // stream our peer never saw).
+                _ = rtcp.recv_from(&mut rtcp_buf) => {}
             }
         }
         if let Some((_, _, done)) = self.playing.take() {
@@ -933,15 +1040,25 @@ impl Leg {
         if let Some((peer, outlet)) = &self.bridge
             && let Some(outlet) = outlet.upgrade()
         {
-            // Straight out of the other leg's socket to its peer, from this task.
-            let target = outlet.state.lock().ok().and_then(|s| s.clone());
-            if let Some((to, theirs)) = target {
+            // Straight out of the other leg's socket to its peer, from this task, renumbered
+            // onto that leg's stream (nothing goes until that leg has handed its numbering
+            // over: at most a packet at the start of the bridge).
+            let mut relayed = None;
+            if let Ok(mut state) = outlet.state.lock()
+                && let OutletState { peer: Some((to, theirs)), numbering } = &mut *state
+            {
                 self.transcode = !codec::relayable(n.codec, theirs.codec);
-                if let Some(packet) = translate(bytes.to_vec(), &n, &theirs)
-                    && outlet.socket.try_send_to(&packet, to).is_ok()
+                if let Some(numbering) = numbering
+                    && let Some(mut packet) = translate(bytes.to_vec(), &n, theirs)
                 {
-                    outlet.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                    numbering.renumber(&mut packet);
+                    relayed = Some((packet, *to));
                 }
+            }
+            if let Some((packet, to)) = relayed
+                && outlet.socket.try_send_to(&packet, to).is_ok()
+            {
+                outlet.stats.packets_out.fetch_add(1, Ordering::Relaxed);
             }
             if outlet.wants_copies.load(Ordering::Relaxed)
                 && !self.transcode
@@ -991,7 +1108,9 @@ impl Leg {
             o.state
                 .lock()
                 .ok()
-                .and_then(|s| s.as_ref().map(|(_, theirs)| !codec::relayable(ours, theirs.codec)))
+                .and_then(|s| {
+                    s.peer.as_ref().map(|(_, theirs)| !codec::relayable(ours, theirs.codec))
+                })
                 .unwrap_or(false)
         })
     }
@@ -1018,6 +1137,47 @@ impl Leg {
         }
     }
 
+    /// Bridged: hands our stream's numbering to the outlet, where relayed packets continue
+    /// it. Unbridged: takes it back, so our own packets follow the relayed ones.
+    fn hand_over_numbering(&mut self) {
+        let rate = self.negotiated.as_ref().map_or(8000, |n| n.codec.rate());
+        let Ok(mut state) = self.outlet.state.lock() else { return };
+        match (self.bridge.is_some(), state.numbering.take()) {
+            // Bridged to another leg: its stream is anchored anew on its first packet.
+            (true, Some(numbering)) => state.numbering = Some(numbering),
+            (true, None) => {
+                let mut ts = self.timestamp;
+                if let Some(since) = self.relay_since {
+                    let frames = since.elapsed().as_millis() as u64 / FRAME_MS;
+                    ts = ts.wrapping_add((frames * u64::from(self.ts_step())) as u32);
+                }
+                state.numbering = Some(Numbering::new(self.ssrc, self.seq, ts, rate));
+            }
+            (false, Some(numbering)) => {
+                self.seq = numbering.seq;
+                self.resume_after = numbering.last_ts;
+                self.marker = true;
+                self.sent_packets = self.sent_packets.wrapping_add(numbering.packets);
+                self.sent_octets = self.sent_octets.wrapping_add(numbering.octets);
+            }
+            (false, None) => {}
+        }
+    }
+
+    /// The sequence number for a packet of ours with timestamp `ts` (while bridged, from the
+    /// numbering relayed packets share).
+    fn next_seq(&mut self, ts: Timestamp) -> Seq {
+        if self.bridge.is_some()
+            && let Ok(mut state) = self.outlet.state.lock()
+            && let Some(numbering) = state.numbering.as_mut()
+        {
+            return numbering.own(ts);
+        }
+        let seq = self.seq;
+        self.seq = seq.next();
+        seq
+    }
+
     /// Whether the peer's audio is needed here: not while a bridge just relays it.
     fn decoding(&self) -> bool {
         self.bridge.is_none() || self.recording.is_some() || self.room.is_some() || self.transcode
@@ -1035,7 +1195,7 @@ impl Leg {
         let _ = self.events.send(MediaEvent::Dtmf { digit, duration_ms });
     }
 
-    async fn command(&mut self, command: Command, rtcp: &UdpSocket) {
+    async fn command(&mut self, command: Command) {
         match command {
             Command::Start(n) => {
                 if self.expected.map(|a| a.ip()) != n.remote.map(|a| a.ip()) {
@@ -1133,6 +1293,7 @@ impl Leg {
             Command::Bridge(peer) => {
                 self.bridge = peer;
                 self.transcode = self.needs_transcoding();
+                self.hand_over_numbering();
                 if let Some((_, _, done)) = self.playing.take() {
                     let _ = done.send(false);
                 }
@@ -1145,12 +1306,6 @@ impl Leg {
                 self.room = room;
             }
             Command::Mix(samples) => self.mix = Some(samples),
-            Command::RelayRtcp(packet) => {
-                if let Some(to) = self.latched.or(self.negotiated.as_ref().and_then(|n| n.remote)) {
-                    let rtcp_to = SocketAddr::new(to.ip(), to.port().wrapping_add(1));
-                    let _ = rtcp.send_to(&packet, rtcp_to).await;
-                }
-            }
             Command::FarAudio { packet, codec, pt } => {
                 if self.recording.as_ref().is_some_and(|r| r.spec.stereo)
                     && let Ok(p) = RtpPacket::parse(&packet)
@@ -1245,8 +1400,8 @@ impl Leg {
             }
             if let Some((mut bytes, _, _)) = self.dtmf_out.pop_front() {
                 // Sequence numbers are assigned at send time.
-                bytes[2..4].copy_from_slice(&self.seq.0.to_be_bytes());
-                self.seq = self.seq.next();
+                let seq = self.next_seq(ts);
+                bytes[2..4].copy_from_slice(&seq.0.to_be_bytes());
                 let _ = rtp.send_to(&bytes, to).await;
             }
             if self.dtmf_out.is_empty()
@@ -1286,8 +1441,8 @@ impl Leg {
             tracing::warn!("media leg: {e}");
             return;
         }
-        let header = RtpHeader::new(n.pt, self.seq, ts, self.ssrc);
-        self.seq = self.seq.next();
+        let mut header = RtpHeader::new(n.pt, self.next_seq(ts), ts, self.ssrc);
+        header.marker = std::mem::take(&mut self.marker);
         if let Ok(bytes) = header.to_packet(&payload)
             && rtp.send_to(&bytes, to).await.is_ok()
         {
@@ -1300,11 +1455,6 @@ impl Leg {
     /// Sends a sender report (with a reception report of the peer's stream, if any) to the
     /// peer's RTCP port: the RTP port + 1 (no rtcp-mux).
     async fn report(&mut self, rtcp: &UdpSocket) {
-        // While bridged, the far end's own reports are passed through instead (unless we
-        // transcode: then the streams on each side are ours, and so are the reports).
-        if self.bridge.is_some() && !self.transcode {
-            return;
-        }
         let Some(n) = &self.negotiated else { return };
         let Some(rtp_to) = self.latched.or(n.remote) else { return };
         let to = SocketAddr::new(rtp_to.ip(), rtp_to.port().wrapping_add(1));
@@ -1317,13 +1467,23 @@ impl Leg {
         // NTP time: seconds since 1900 in the high 32 bits, the fraction in the low 32.
         let ntp = ((unix.as_secs() + 2_208_988_800) << 32)
             | ((u64::from(unix.subsec_nanos()) << 32) / 1_000_000_000);
+        // Packets relayed onto our stream count as ours, on our clock.
+        let (mut rtp_timestamp, mut packet_count, mut octet_count) =
+            (self.timestamp, self.sent_packets, self.sent_octets);
+        if let Ok(state) = self.outlet.state.lock()
+            && let Some(numbering) = &state.numbering
+        {
+            rtp_timestamp = numbering.clock();
+            packet_count = packet_count.wrapping_add(numbering.packets);
+            octet_count = octet_count.wrapping_add(numbering.octets);
+        }
         let sr = SenderReport {
             ssrc: self.ssrc,
             info: SenderInfo {
                 ntp_timestamp: NtpTimestamp(ntp),
-                rtp_timestamp: self.timestamp,
-                packet_count: self.sent_packets,
-                octet_count: self.sent_octets,
+                rtp_timestamp,
+                packet_count,
+                octet_count,
             },
             reports,
         };

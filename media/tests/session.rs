@@ -12,7 +12,7 @@ use voxide_media::g711::Law;
 use voxide_media::rtp::{RtpHeader, RtpPacket, Seq, Ssrc, Timestamp};
 use voxide_media::sdp::{Codec, Direction, Negotiated};
 use voxide_media::session::{
-    MediaConfig, MediaEngine, MediaEvent, RecordSpec, Room, RoomEnd, bridge,
+    MediaConfig, MediaEngine, MediaEvent, RecordSpec, Room, RoomEnd, bridge, unbridge,
 };
 
 fn engine(rtp_timeout: Duration) -> MediaEngine {
@@ -135,18 +135,29 @@ async fn bridged_legs_relay_packets_intact_and_transcode_between_laws() {
     b.start(negotiated(bob.local_addr().unwrap(), Codec::Pcmu));
     bridge(&a, &b);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    // Both legs speak PCMU: Bob gets Alice's packets byte for byte, and the other way round.
+    // Both legs speak PCMU: Bob gets Alice's payloads byte for byte, and the other way round,
+    // renumbered onto the leg's own stream (timestamps keep their spacing).
     let sent: Vec<Vec<u8>> = (0..20u16).map(|i| packet(0, 100 + i, &[i as u8; 160])).collect();
     for p in &sent {
         alice.send_to(p, a.local_addr()).await.unwrap();
         bob.send_to(p, b.local_addr()).await.unwrap();
     }
-    let at_bob = collect(&bob, 20, Duration::from_secs(2)).await;
-    let at_alice = collect(&alice, 20, Duration::from_secs(2)).await;
-    assert_eq!(at_bob, sent, "relayed untouched to Bob");
-    assert_eq!(at_alice, sent, "relayed untouched to Alice");
+    for (who, socket) in [("bob", &bob), ("alice", &alice)] {
+        let got = collect(socket, 20, Duration::from_secs(2)).await;
+        assert_eq!(got.len(), 20, "{who} got every packet");
+        let first = RtpPacket::parse(&got[0]).unwrap().header;
+        assert!(first.marker, "a new talkspurt for {who}");
+        for (i, (got, sent)) in got.iter().zip(&sent).enumerate() {
+            let (got, sent) = (RtpPacket::parse(got).unwrap(), RtpPacket::parse(sent).unwrap());
+            assert_eq!((got.payload, got.header.payload_type), (sent.payload, 0), "{who} {i}");
+            assert_eq!(got.header.ssrc, first.ssrc, "one stream at {who}");
+            assert_ne!(got.header.ssrc, Ssrc(7), "the far end's SSRC is not passed on");
+            assert_eq!(got.header.seq, first.seq.wrapping_add(i as u16), "{who} {i}");
+            assert_eq!(got.header.timestamp, first.timestamp.wrapping_add(160 * i as u32));
+        }
+    }
 
-    // A-law on one side: payloads are transcoded, headers keep their sequence numbers.
+    // A-law on one side: payloads are transcoded.
     let c = engine.open().await.unwrap();
     let carol = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     c.start(negotiated(carol.local_addr().unwrap(), Codec::Pcma));
@@ -161,12 +172,56 @@ async fn bridged_legs_relay_packets_intact_and_transcode_between_laws() {
     carol.send_to(&packet(8, 9, &alaw), c.local_addr()).await.unwrap();
     let got = collect(&dave, 1, Duration::from_secs(2)).await;
     let rtp = RtpPacket::parse(&got[0]).unwrap();
-    assert_eq!((rtp.header.payload_type, rtp.header.seq), (0, Seq(9)));
+    assert_eq!(rtp.header.payload_type, 0);
     let mut heard = Vec::new();
     Law::Mu.decode(rtp.payload, &mut heard);
     for (x, y) in tone.iter().zip(&heard) {
         assert!((i32::from(*x) - i32::from(*y)).abs() < 700, "{x} vs {y}");
     }
+}
+
+/// A phone hears our prompts, then the far end through the bridge, then us again: one SSRC
+/// and one run of sequence numbers throughout, timestamps moving forward, a marker bit at each
+/// switch (a receiver that resynchronises on a new SSRC would drop what follows as late).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_continues_the_legs_own_stream_and_the_leg_resumes_after_it() {
+    let engine = engine(Duration::from_secs(60));
+    let (alice, bob) = (
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let a = engine.open().await.unwrap();
+    let b = engine.open().await.unwrap();
+    a.start(negotiated(alice.local_addr().unwrap(), Codec::Pcmu));
+    b.start(negotiated(bob.local_addr().unwrap(), Codec::Pcmu));
+    // Our own stream first (silence every 20 ms).
+    let ours = collect(&alice, 5, Duration::from_secs(2)).await;
+    bridge(&a, &b);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Drain what we sent before the bridge took over.
+    let mut before = ours;
+    before.extend(collect(&alice, 100, Duration::from_millis(100)).await);
+    // Bob's phone numbers its packets far from ours, with its own SSRC.
+    for i in 0..10u16 {
+        bob.send_to(&packet(0, 60_000 + i, &[0x55; 160]), b.local_addr()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let relayed = collect(&alice, 10, Duration::from_secs(2)).await;
+    unbridge(&a, &b);
+    let after = collect(&alice, 5, Duration::from_secs(2)).await;
+    let headers = |packets: &[Vec<u8>]| -> Vec<RtpHeader> {
+        packets.iter().map(|p| RtpPacket::parse(p).unwrap().header).collect()
+    };
+    let (before, relayed, after) = (headers(&before), headers(&relayed), headers(&after));
+    assert_eq!(relayed.len(), 10, "every relayed packet arrives");
+    let all: Vec<&RtpHeader> = before.iter().chain(&relayed).chain(&after).collect();
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].ssrc, pair[0].ssrc, "one SSRC throughout");
+        assert_eq!(pair[1].seq, pair[0].seq.next(), "sequence numbers run on");
+        assert!(pair[1].timestamp.is_after(pair[0].timestamp), "timestamps move forward");
+    }
+    assert!(relayed[0].marker && after[0].marker, "a marker at each switch");
+    assert!(relayed[1..].iter().chain(&after[1..]).all(|h| !h.marker));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
