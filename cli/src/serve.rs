@@ -426,15 +426,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Webhook retries: `VOX_WEBHOOK_RETRY_BASE_MS` (default 1000) doubles up to 10 min, 12
-/// attempts.
+/// Webhook retries: the first after `VOX_WEBHOOK_RETRY_BASE_MS` (default 1000), doubling up
+/// to `VOX_WEBHOOK_RETRY_MAX_MS` (default 10 min), 12 attempts; each attempt may take
+/// `VOX_WEBHOOK_TIMEOUT_MS` (default 10 s).
 fn retry_policy() -> anyhow::Result<voxide_api::RetryPolicy> {
     let mut policy = voxide_api::RetryPolicy::default();
-    if let Ok(ms) = std::env::var("VOX_WEBHOOK_RETRY_BASE_MS") {
-        let ms: u64 = ms
-            .parse()
-            .with_context(|| format!("VOX_WEBHOOK_RETRY_BASE_MS={ms:?}: not a number"))?;
-        policy.base = Duration::from_millis(ms.max(1));
+    for (name, field) in [
+        ("VOX_WEBHOOK_RETRY_BASE_MS", &mut policy.base),
+        ("VOX_WEBHOOK_RETRY_MAX_MS", &mut policy.max_delay),
+        ("VOX_WEBHOOK_TIMEOUT_MS", &mut policy.timeout),
+    ] {
+        if let Ok(ms) = std::env::var(name) {
+            let ms: u64 = ms
+                .parse()
+                .with_context(|| format!("{name}={ms:?}: not a number of milliseconds"))?;
+            *field = Duration::from_millis(ms.max(1));
+        }
     }
     Ok(policy)
 }

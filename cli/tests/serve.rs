@@ -1533,7 +1533,13 @@ fn webhook_receiver(listener: std::net::TcpListener) -> Hooked {
 
 #[test]
 fn kill_9_mid_traffic_then_restart_keeps_flows_routes_cdrs_and_delivers_pending_webhooks() {
-    let env = [("VOX_WEBHOOK_RETRY_BASE_MS", "200")];
+    // Retries every 200 ms doubling to at most 2 s, each attempt leased for 2 s + 5 s: after
+    // the restart every pending event is due within ~7 s, however long the run before it took.
+    let env = [
+        ("VOX_WEBHOOK_RETRY_BASE_MS", "200"),
+        ("VOX_WEBHOOK_RETRY_MAX_MS", "2000"),
+        ("VOX_WEBHOOK_TIMEOUT_MS", "2000"),
+    ];
     let server = serve_in(tempfile::tempdir().unwrap(), "127.0.0.1:0", "", &[], &env);
     let flows = repo().join("sample-flows");
     vox_remote(&server, &["deploy", flows.join("hello").to_str().unwrap(), "--alias", "live"]);

@@ -212,6 +212,9 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// How much longer than one attempt's timeout a claimed delivery stays leased.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
 /// Delivers pending webhook events until the process ends: woken when events commit, and
 /// every second for retries that come due.
 pub async fn deliver_webhooks(store: Store, bus: EventBus, policy: RetryPolicy) {
@@ -226,7 +229,9 @@ pub async fn deliver_webhooks(store: Store, bus: EventBus, policy: RetryPolicy) 
             return;
         }
     };
-    let lease_ms = i64::try_from(policy.timeout.as_millis()).unwrap_or(i64::MAX).saturating_mul(3);
+    // A claimed delivery is leased for one attempt and the write recording it; a node that
+    // dies holding the lease leaves the delivery to be retried when it runs out.
+    let lease_ms = i64::try_from((policy.timeout + LEASE_MARGIN).as_millis()).unwrap_or(i64::MAX);
     loop {
         let due = match store.claim_deliveries(64, lease_ms).await {
             Ok(due) => due,
