@@ -2,7 +2,8 @@
 //! metrics.
 //!
 //! `GET /healthz` answers `200 ok`; `GET /metrics` the counters in Prometheus text format
-//! (calls in progress, SIP messages dropped or refused, media legs open). These two need no
+//! (calls in progress, SIP messages dropped or refused, media legs open, flows compiled in
+//! memory). These two need no
 //! key (load balancers and scrapers call them); everything under `/api/v1` does.
 
 use std::sync::Arc;
@@ -10,23 +11,24 @@ use std::sync::Arc;
 use axum::http::header;
 use axum::routing::get;
 use voxide_runtime::calls::MediaServices;
+use voxide_runtime::flows::FlowEngine;
 use voxide_sip::shell::{Command, SipHandle};
 
 /// The operator routes, to merge with the API's.
-pub fn routes(sip: SipHandle, media: Arc<MediaServices>) -> axum::Router {
+pub fn routes(sip: SipHandle, media: Arc<MediaServices>, engine: FlowEngine) -> axum::Router {
     axum::Router::new().route("/healthz", get(|| async { "ok\n" })).route(
         "/metrics",
         get(move || {
-            let (sip, media) = (sip.clone(), media.clone());
+            let (sip, media, engine) = (sip.clone(), media.clone(), engine.clone());
             async move {
-                let text = metrics(&sip, &media).await;
+                let text = metrics(&sip, &media, &engine).await;
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
             }
         }),
     )
 }
 
-async fn metrics(sip: &SipHandle, media: &MediaServices) -> String {
+async fn metrics(sip: &SipHandle, media: &MediaServices, engine: &FlowEngine) -> String {
     let active = sip.active_calls().await;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let stats = if sip.send(Command::Stats(tx)).await { rx.await.ok() } else { None };
@@ -39,7 +41,10 @@ async fn metrics(sip: &SipHandle, media: &MediaServices) -> String {
          # HELP voxide_sip_rejected_total SIP requests refused with an error response.\n\
          # TYPE voxide_sip_rejected_total counter\nvoxide_sip_rejected_total {rejected}\n\
          # HELP voxide_media_legs Media legs (RTP port pairs) open.\n# TYPE voxide_media_legs gauge\n\
-         voxide_media_legs {}\n",
-        media.engine.legs_in_use()
+         voxide_media_legs {}\n\
+         # HELP voxide_flows_loaded Flow versions compiled in memory (routed, running, or used lately).\n\
+         # TYPE voxide_flows_loaded gauge\nvoxide_flows_loaded {}\n",
+        media.engine.legs_in_use(),
+        engine.free_unused()
     )
 }

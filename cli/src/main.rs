@@ -414,5 +414,10 @@ fn flow_engine() -> anyhow::Result<FlowEngine> {
     // Simulated calls finish in milliseconds of real time; a flow that blocks on a WASI
     // clock must not hang the test run for the production limit of hours.
     let limits = FlowLimits { max_call_duration: Duration::from_secs(60), ..FlowLimits::default() };
-    FlowEngine::new(FlowEngineConfig { cache_dir, max_concurrent_calls: 64, limits })
+    FlowEngine::new(FlowEngineConfig {
+        cache_dir,
+        max_concurrent_calls: 64,
+        limits,
+        ..Default::default()
+    })
 }

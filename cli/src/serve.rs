@@ -72,6 +72,8 @@ struct Config {
     database_url: Option<String>,
     /// Most calls running a flow at once (sandbox slots reserved up front). Default 10,000.
     max_calls: Option<u32>,
+    /// A compiled flow that no route or call holds is freed this long after its last use.
+    keep_unused_flows_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +208,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let engine = FlowEngine::new(FlowEngineConfig {
         cache_dir: Some(data_dir.join("flows")),
         max_concurrent_calls: config.max_calls.unwrap_or(10_000),
+        keep_unused: Duration::from_secs(config.keep_unused_flows_secs.unwrap_or(300)),
         ..Default::default()
     })?;
 
@@ -394,7 +397,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     api.recordings_dir = Some(media.recordings_dir.clone());
     let (sip, events) = server.spawn();
     if let Some(listener) = http {
-        let app = voxide_api::router(api).merge(crate::http::routes(sip.clone(), media.clone()));
+        let app = voxide_api::router(api).merge(crate::http::routes(
+            sip.clone(),
+            media.clone(),
+            engine.clone(),
+        ));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("HTTP server stopped: {e}");
@@ -667,6 +674,10 @@ impl RouteLoader {
                 changed = changes.changed() => if changed.is_err() { return } else { false },
                 _ = poll.tick() => true,
             };
+            if polled {
+                // Versions no route or call uses any more are freed here on an idle node.
+                self.engine.free_unused();
+            }
             let generation = self.store.routing_generation().await.ok();
             if polled && generation.is_some() && generation == built_at {
                 continue;

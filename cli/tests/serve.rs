@@ -892,7 +892,12 @@ fn http_health_and_metrics_for_operators() {
     assert!(ok, "{out}");
     let metrics = http_get(http, "GET /metrics HTTP/1.1\r\n\r\n");
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
-    for name in ["voxide_sip_active_calls", "voxide_sip_rejected_total", "voxide_media_legs"] {
+    for name in [
+        "voxide_sip_active_calls",
+        "voxide_sip_rejected_total",
+        "voxide_media_legs",
+        "voxide_flows_loaded",
+    ] {
         let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default();
         assert!(
             line.split(' ').nth(1).is_some_and(|v| v.parse::<u64>().is_ok()),
@@ -905,6 +910,8 @@ fn http_health_and_metrics_for_operators() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(rejected >= 1, "the 404 counts as refused: {metrics}");
+    let loaded = metrics.lines().find_map(|l| l.strip_prefix("voxide_flows_loaded "));
+    assert!(loaded.is_some_and(|n| n != "0"), "the routed sample flows are loaded: {metrics}");
     assert!(http_get(http, "GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
     assert!(http_get(http, "POST /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
     assert!(http_get(http, "garbage\r\n\r\n").starts_with("HTTP/1.1 400"));

@@ -104,6 +104,7 @@ fn engine(calls: u32, cache_dir: Option<std::path::PathBuf>) -> FlowEngine {
         limits: FlowLimits::default(),
         max_concurrent_calls: calls,
         cache_dir,
+        ..Default::default()
     })
     .expect("engine")
 }

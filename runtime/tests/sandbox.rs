@@ -218,3 +218,31 @@ fn compiled_flows_are_cached_on_disk_by_digest() {
     assert_eq!(source, LoadSource::DiskCache);
     assert_eq!(again.digest(), flow.digest());
 }
+
+/// A compiled flow stays in memory while a route or call holds it and for `keep_unused` after
+/// its last use; then it is freed, so a server that sees many versions deployed keeps only
+/// what it runs.
+#[test]
+fn a_flow_nothing_holds_is_freed_after_keep_unused() {
+    let engine = |keep_unused| {
+        voxide_runtime::flows::FlowEngine::new(voxide_runtime::flows::FlowEngineConfig {
+            max_concurrent_calls: 4,
+            keep_unused,
+            ..Default::default()
+        })
+        .expect("engine")
+    };
+    let at_once = engine(Duration::ZERO);
+    let route = at_once.load(common::hostile()).expect("loads");
+    let digest = route.digest().to_owned();
+    assert_eq!(at_once.free_unused(), 1, "held by a route");
+    assert!(at_once.loaded_flow(&digest).is_some(), "found again without its bytes");
+    drop(route);
+    assert_eq!(at_once.free_unused(), 0, "freed once nothing holds it");
+    assert!(at_once.loaded_flow(&digest).is_none());
+
+    let kept = engine(Duration::from_secs(3600));
+    let digest = kept.load(common::hostile()).expect("loads").digest().to_owned();
+    assert_eq!(kept.free_unused(), 1, "kept after its last use");
+    assert!(kept.loaded_flow(&digest).is_some());
+}

@@ -64,6 +64,10 @@ pub struct FlowEngineConfig {
     pub max_concurrent_calls: u32,
     /// Where compiled artifacts are cached; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// How long a loaded flow that nothing holds (no route, no running call) stays compiled
+    /// in memory after its last use; then it is freed (and loaded again, from `cache_dir` if
+    /// set, when next needed).
+    pub keep_unused: Duration,
 }
 
 impl Default for FlowEngineConfig {
@@ -72,6 +76,7 @@ impl Default for FlowEngineConfig {
             limits: FlowLimits::default(),
             max_concurrent_calls: 1000,
             cache_dir: None,
+            keep_unused: Duration::from_secs(300),
         }
     }
 }
@@ -100,22 +105,75 @@ pub enum LoadError {
 }
 
 /// A compiled, validated, pre-linked flow. Cheap to clone; shared by all calls running it.
+/// Its compiled code lives as long as a clone does (routes and running calls hold them).
 #[derive(Clone)]
-pub struct Flow {
+pub struct Flow(Arc<Compiled>);
+
+struct Compiled {
     digest: String,
     pre: host::bindings::FlowPre<FlowState>,
 }
 
 impl std::fmt::Debug for Flow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flow").field("digest", &self.digest).finish()
+        f.debug_struct("Flow").field("digest", &self.0.digest).finish()
     }
 }
 
 impl Flow {
     /// `sha256:<hex>` of the component bytes.
     pub fn digest(&self) -> &str {
-        &self.digest
+        &self.0.digest
+    }
+}
+
+/// The flows an engine has loaded, by digest: found again without their bytes while anything
+/// holds them, and kept for [`FlowEngineConfig::keep_unused`] after their last use even if
+/// nothing does (an upload is routed moments later). Then they are freed: a long-running
+/// server that sees many versions deployed keeps only what is routed or running.
+#[derive(Default)]
+struct Loaded {
+    flows: std::collections::HashMap<String, Held>,
+    swept: Option<Instant>,
+}
+
+struct Held {
+    flow: std::sync::Weak<Compiled>,
+    /// Kept alive until `used` + keep_unused.
+    pin: Option<Flow>,
+    used: Instant,
+}
+
+impl Loaded {
+    fn get(&mut self, digest: &str, keep: Duration) -> Option<Flow> {
+        self.sweep(keep);
+        let held = self.flows.get_mut(digest)?;
+        let flow = Flow(held.flow.upgrade()?);
+        held.used = Instant::now();
+        held.pin = Some(flow.clone());
+        Some(flow)
+    }
+
+    fn insert(&mut self, flow: &Flow) {
+        let held =
+            Held { flow: Arc::downgrade(&flow.0), pin: Some(flow.clone()), used: Instant::now() };
+        self.flows.insert(flow.0.digest.clone(), held);
+    }
+
+    /// Unpins what has gone unused for `keep` and forgets what nothing holds any more; at
+    /// most every `keep` / 4, so a lookup stays O(1) amortised.
+    fn sweep(&mut self, keep: Duration) {
+        let now = Instant::now();
+        if self.swept.is_some_and(|at| now.duration_since(at) < keep / 4) {
+            return;
+        }
+        self.swept = Some(now);
+        self.flows.retain(|_, held| {
+            if now.duration_since(held.used) >= keep {
+                held.pin = None;
+            }
+            held.pin.is_some() || held.flow.strong_count() > 0
+        });
     }
 }
 
@@ -314,7 +372,7 @@ struct Inner {
     engine: Engine,
     linker: Linker<FlowState>,
     config: FlowEngineConfig,
-    loaded: Mutex<std::collections::HashMap<String, Flow>>,
+    loaded: Mutex<Loaded>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -390,23 +448,33 @@ impl FlowEngine {
             Some(dir) => cache::compile_cached(&inner.engine, dir, &digest, bytes)?,
             None => (compile(&inner.engine, bytes)?, LoadSource::Compiled),
         };
-        let flow = self.prepare(digest.clone(), &component)?;
-        inner
-            .loaded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(digest, flow.clone());
+        let flow = self.prepare(digest, &component)?;
+        self.loaded().insert(&flow);
         Ok((flow, source))
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.inner.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Forgets in-memory compiled flows (the disk cache stays). Used by benchmarks.
     pub fn clear_memory_cache(&self) {
-        self.inner.loaded.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.loaded().flows.clear();
     }
 
-    /// A flow this engine has already loaded, by its `sha256:` digest (no bytes needed).
+    /// A flow this engine has loaded and not yet freed, by its `sha256:` digest (no bytes
+    /// needed).
     pub fn loaded_flow(&self, digest: &str) -> Option<Flow> {
-        self.inner.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(digest).cloned()
+        self.loaded().get(digest, self.inner.config.keep_unused)
+    }
+
+    /// Frees the flows nothing holds that have gone unused for `keep_unused` (lookups do it
+    /// too, at most every `keep_unused` / 4); returns how many stay compiled in memory.
+    pub fn free_unused(&self) -> usize {
+        let mut loaded = self.loaded();
+        loaded.swept = None;
+        loaded.sweep(self.inner.config.keep_unused);
+        loaded.flows.len()
     }
 
     fn prepare(&self, digest: String, component: &Component) -> Result<Flow, LoadError> {
@@ -430,7 +498,7 @@ impl FlowEngine {
         })?;
         let pre = host::bindings::FlowPre::new(instance_pre)
             .map_err(|e| LoadError::WrongWorld { found: format!("{e:#}") })?;
-        Ok(Flow { digest, pre })
+        Ok(Flow(Arc::new(Compiled { digest, pre })))
     }
 
     /// One call's store: its own WASI context granting nothing, the memory/table limiter, and
@@ -502,7 +570,7 @@ impl FlowEngine {
             stdio::TailBuffer::new(0),
         );
         let before = Instant::now();
-        let instance = flow.pre.instantiate_async(&mut store).await;
+        let instance = flow.0.pre.instantiate_async(&mut store).await;
         let instantiate = before.elapsed();
         instance.map_err(|e| anyhow::anyhow!("instantiate: {e:#}"))?;
         drop(store);
@@ -525,7 +593,7 @@ impl FlowEngine {
 
         let wit_info = (&info).into();
         let execution = async {
-            match flow.pre.instantiate_async(&mut store).await {
+            match flow.0.pre.instantiate_async(&mut store).await {
                 Err(e) => Err(Fault::Instantiate(e)),
                 Ok(bindings) => {
                     match bindings.voxide_flow_handler().call_handle(&mut store, &wit_info).await {
@@ -545,15 +613,15 @@ impl FlowEngine {
         let stderr = stderr.contents();
         let outcome = classify(result, &state, limits, &stderr);
         if outcome.is_fault() {
-            tracing::warn!(call = %info.id, flow = %flow.digest, "flow ended: {outcome}");
+            tracing::warn!(call = %info.id, flow = %flow.0.digest, "flow ended: {outcome}");
         } else {
-            tracing::debug!(call = %info.id, flow = %flow.digest, "flow ended: {outcome}");
+            tracing::debug!(call = %info.id, flow = %flow.0.digest, "flow ended: {outcome}");
         }
         // Whatever happened inside the sandbox, the call itself is ended cleanly.
         state.call.end(outcome.is_fault()).await;
         FlowReport {
             call_id: info.id,
-            digest: flow.digest.clone(),
+            digest: flow.0.digest.clone(),
             outcome,
             actions: state.actions,
             elapsed: started.elapsed(),

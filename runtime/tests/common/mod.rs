@@ -33,7 +33,7 @@ pub fn not_a_flow() -> &'static [u8] {
 }
 
 pub fn engine(limits: FlowLimits, calls: u32) -> FlowEngine {
-    FlowEngine::new(FlowEngineConfig { limits, max_concurrent_calls: calls, cache_dir: None })
+    FlowEngine::new(FlowEngineConfig { limits, max_concurrent_calls: calls, ..Default::default() })
         .expect("engine")
 }
 
