@@ -14,6 +14,7 @@ use serde::Deserialize;
 use voxide_api::ApiState;
 use voxide_api::calls::VersionRoute;
 use voxide_media::session::{MediaConfig, MediaEngine};
+use voxide_runtime::admission::OriginateLimits;
 use voxide_runtime::builder::{self, BuildOptions};
 use voxide_runtime::calls::{self, MediaServices, Route, Router};
 use voxide_runtime::flows::{FlowEngine, FlowEngineConfig};
@@ -64,6 +65,8 @@ struct Config {
     routes: Vec<RouteConfig>,
     #[serde(default)]
     media: MediaSection,
+    #[serde(default)]
+    originate: OriginateSection,
     data_dir: Option<PathBuf>,
     drain_timeout_secs: Option<u64>,
     /// HTTP listen address of the control API (default 0.0.0.0:8080; "off" for none).
@@ -115,6 +118,33 @@ impl Default for SipConfig {
             users: Vec::new(),
             digest_algorithms: None,
         }
+    }
+}
+
+/// `[originate]`: what each tenant may place through `POST /api/v1/calls`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginateSection {
+    /// Outbound calls ringing or connected at once, per tenant. Default 100.
+    max_calls: Option<usize>,
+    /// Calls placed per second, per tenant. Default 10.
+    per_second: Option<f64>,
+    /// Destinations that may be called (`*` matches any run of characters). Default: any.
+    allow: Option<Vec<String>>,
+}
+
+impl OriginateSection {
+    fn limits(&self) -> anyhow::Result<OriginateLimits> {
+        let default = OriginateLimits::default();
+        let per_second = self.per_second.unwrap_or(default.per_second);
+        if !(per_second.is_finite() && per_second > 0.0) {
+            anyhow::bail!("[originate] per_second = {per_second}: must be more than 0");
+        }
+        Ok(OriginateLimits {
+            max_calls: self.max_calls.unwrap_or(default.max_calls),
+            per_second,
+            allow: self.allow.clone().unwrap_or(default.allow),
+        })
     }
 }
 
@@ -298,7 +328,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // What calls report is written to the store (events, CDRs, recordings), then streamed
     // and delivered to webhooks.
     let (activity_tx, activity_rx) = tokio::sync::mpsc::unbounded_channel();
-    let hub = CallHub::new(activity_tx);
+    let hub = CallHub::with_limits(activity_tx, config.originate.limits()?);
     api.hub = Some(hub.clone());
     let recorder =
         tokio::spawn(voxide_api::record_activity(store.clone(), activity_rx, api.events.clone()));

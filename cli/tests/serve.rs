@@ -1458,7 +1458,8 @@ fn rest_call_control_redirects_injects_prompts_hangs_up_and_leaves_cdrs_and_even
 
 #[test]
 fn vox_call_originates_to_a_phone_and_runs_the_flow_when_it_answers() {
-    let server = serve_config("", &[]);
+    // Calls may go to SIP URIs on loopback only, one at a time per tenant.
+    let server = serve_config("[originate]\nmax_calls = 1\nallow = [\"sip:*@127.0.0.1:*\"]\n", &[]);
     vox_remote(
         &server,
         &["deploy", repo().join("sample-flows/hello").to_str().unwrap(), "--alias", "live"],
@@ -1480,6 +1481,11 @@ fn vox_call_originates_to_a_phone_and_runs_the_flow_when_it_answers() {
         out.starts_with(&format!("calling {to}: CA")) && out.contains("hello v1 via live"),
         "{out}"
     );
+    // While it is up, the tenant is at its limit; and a destination off the list is refused.
+    let refused = vox_remote_fails(&server, &["call", &to, "--flow", "hello"]);
+    assert!(refused.contains("max_calls") && refused.contains("429"), "{refused}");
+    let refused = vox_remote_fails(&server, &["call", "sip:+1900555@192.0.2.1", "--flow", "hello"]);
+    assert!(refused.contains("originate.allow") && refused.contains("403"), "{refused}");
     let (ok, out) = phone.join().unwrap();
     assert!(ok, "the phone was called, answered, and got hello's BYE:\n{out}");
     let cdrs = vox_until(&server, &["cdrs"], 15, |c| len(c) == 1);

@@ -289,6 +289,8 @@ pub struct Originate {
 /// the route's flow runs on it as an outbound call. A call that never connects still gets
 /// a CDR (`busy`, `no-answer`, `failed`).
 pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapshot, HubError> {
+    // Held until the call is registered below, where it starts counting as live.
+    let _permit = hub.admit_originate(&req.tenant, &req.to)?;
     let Some(ctx) = hub.sip.get() else {
         return Err(HubError::Unavailable("this node is not taking calls (SIP is off)".into()));
     };

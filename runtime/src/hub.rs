@@ -16,6 +16,7 @@ use voxide_media::session::LegLink;
 use voxide_sip::shell::{Command, SipHandle};
 use voxide_sip::ua::CallRef;
 
+use crate::admission::{Admission, OriginateLimits, Permit};
 use crate::calls::{Route, Signal};
 use crate::manifest::Manifest;
 
@@ -121,6 +122,12 @@ pub enum HubError {
     /// This node takes no calls (no SIP) or cannot place them.
     #[error("{0}")]
     Unavailable(String),
+    /// Not allowed by the server's policy (a destination outside `originate.allow`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over a limit for now (calls at once, calls per second); try again after `retry_after`.
+    #[error("{message}")]
+    Limited { message: String, retry_after: std::time::Duration },
 }
 
 /// The mutable part of a live call.
@@ -296,15 +303,37 @@ pub struct CallHub {
     activity: Mutex<Option<mpsc::UnboundedSender<Activity>>>,
     /// How to place calls, once the SIP side is running.
     pub(crate) sip: std::sync::OnceLock<crate::calls::Originator>,
+    /// What each tenant may originate.
+    admission: Arc<Admission>,
 }
 
 impl CallHub {
-    /// A hub reporting on `activity`.
+    /// A hub reporting on `activity`, with the default [`OriginateLimits`].
     pub fn new(activity: mpsc::UnboundedSender<Activity>) -> Arc<CallHub> {
+        CallHub::with_limits(activity, OriginateLimits::default())
+    }
+
+    /// A hub reporting on `activity` that lets each tenant originate within `limits`.
+    pub fn with_limits(
+        activity: mpsc::UnboundedSender<Activity>,
+        limits: OriginateLimits,
+    ) -> Arc<CallHub> {
         Arc::new(CallHub {
             calls: Mutex::default(),
             activity: Mutex::new(Some(activity)),
             sip: std::sync::OnceLock::new(),
+            admission: Admission::new(limits),
+        })
+    }
+
+    /// Admits an outbound call from `tenant` to `to` within the limits; the permit holds a
+    /// slot until the call is registered with [`start`](Self::start).
+    pub fn admit_originate(&self, tenant: &str, to: &str) -> Result<Permit, HubError> {
+        self.admission.admit(tenant, to, || {
+            self.calls()
+                .values()
+                .filter(|c| c.tenant == tenant && c.direction == "outbound")
+                .count()
         })
     }
 

@@ -15,6 +15,7 @@
 //! Only `calls` composes these parts: `flows` knows nothing of SIP or the simulator,
 //! and the simulator knows nothing of wasmtime.
 
+pub mod admission;
 pub mod builder;
 pub mod call;
 pub mod calls;

@@ -31,6 +31,11 @@ impl From<HubError> for ApiError {
             HubError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            HubError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            HubError::Limited { retry_after, .. } => ApiError {
+                retry_after: Some(retry_after),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            },
         }
     }
 }
@@ -181,10 +186,14 @@ pub struct NewCall {
 
 /// Place an outbound call. It is listed as `ringing` at once; when answered, the flow runs on
 /// it. A call that does not connect leaves a CDR with outcome `busy`, `no-answer`, `failed`
-/// or `canceled`.
+/// or `canceled`. The server bounds what each tenant may place (`[originate]` in its config):
+/// destinations outside its allow list are 403; over the calls-at-once or calls-per-second
+/// limit is 429 with `Retry-After`.
 #[utoipa::path(post, path = "/api/v1/calls", tag = "calls",
     request_body = NewCall,
-    responses((status = 201, body = Call), (status = 403, body = ErrorBody),
+    responses((status = 201, body = Call),
+        (status = 403, body = ErrorBody, description = "a read-only key, or a destination the server does not allow"),
+        (status = 429, body = ErrorBody, description = "over the tenant's calls-at-once or calls-per-second limit; see Retry-After"),
         (status = 404, body = ErrorBody, description = "no such flow, alias or version"),
         (status = 422, body = ErrorBody, description = "the target cannot be called"),
         (status = 503, body = ErrorBody, description = "this node takes no calls")))]

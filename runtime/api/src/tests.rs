@@ -9,6 +9,7 @@ use super::*;
 use axum::http::Method;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use voxide_runtime::admission::OriginateLimits;
 use voxide_runtime::flows::FlowEngineConfig;
 
 /// A component built from this repository's source (`dir` relative to the repository root),
@@ -556,10 +557,15 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
 /// An env whose API has a call hub (no SIP: calls are registered by hand, as the SIP side
 /// would) and writes what calls report, like `vox serve`.
 async fn envs_with_calls() -> Vec<(Env, Arc<CallHub>, String)> {
+    envs_with_limited_calls(OriginateLimits::default()).await
+}
+
+/// [`envs_with_calls`] whose hub lets each tenant originate within `limits`.
+async fn envs_with_limited_calls(limits: OriginateLimits) -> Vec<(Env, Arc<CallHub>, String)> {
     let mut out = Vec::new();
     for mut env in envs().await {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let hub = CallHub::new(tx);
+        let hub = CallHub::with_limits(tx, limits.clone());
         env.state.hub = Some(hub.clone());
         let recordings = env._dir.path().join(format!("recordings-{}", out.len()));
         std::fs::create_dir_all(&recordings).unwrap();
@@ -589,6 +595,75 @@ async fn eventually(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("{path} never got there");
+}
+
+/// The server's `[originate]` limits: a destination outside the allow list is 403, a burst over
+/// the per-second rate 429 with `Retry-After`, a tenant at its calls-at-once limit 429.
+#[tokio::test]
+async fn originating_beyond_the_servers_limits_is_refused_with_403_or_429() {
+    let limits = OriginateLimits {
+        max_calls: 1,
+        per_second: 1.0,
+        allow: vec!["sip:*@trunk.example.com".into()],
+    };
+    for (env, hub, tenant) in envs_with_limited_calls(limits).await {
+        let k = env.admin.as_str();
+        upload(&env, "hello", k, hello_component()).await;
+        post_json(
+            &env,
+            Method::PUT,
+            "/api/v1/flows/hello/aliases/live",
+            k,
+            serde_json::json!({"version": 1}),
+        )
+        .await;
+        let place = |to: &str| {
+            let body = serde_json::json!({"to": to, "flow": "hello"}).to_string();
+            Request::builder()
+                .method(Method::POST)
+                .uri("/api/v1/calls")
+                .header(header::AUTHORIZATION, format!("Bearer {k}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        let answer = |response: axum::response::Response| async move {
+            let status = response.status();
+            let retry = response.headers().get(header::RETRY_AFTER).cloned();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            (status, body, retry)
+        };
+        // Premium-rate numbers through another carrier: refused before anything is sent.
+        let response = env.app.clone().oneshot(place("sip:+1900555@premium.example.net")).await;
+        let (status, body, _) = answer(response.unwrap()).await;
+        assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"), "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("originate.allow"), "{body}");
+        // Allowed: admitted (this node has no SIP, so it then answers 503)…
+        let response = env.app.clone().oneshot(place("sip:bob@trunk.example.com")).await;
+        let (status, body, _) = answer(response.unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        // …and the second within the same second is over the rate.
+        let response = env.app.clone().oneshot(place("sip:bob@trunk.example.com")).await;
+        let (status, body, retry) = answer(response.unwrap()).await;
+        assert_eq!((status, code(&body)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+        assert_eq!(retry.as_ref().and_then(|v| v.to_str().ok()), Some("1"), "{body}");
+        // A tenant with an outbound call in progress is at its limit of one.
+        let target = calls::FlowTarget {
+            flow: "hello".into(),
+            alias: None,
+            version: None,
+            vars: Default::default(),
+        };
+        let route = calls::load_target(&env.state, &tenant, &target).await.unwrap();
+        let live = hub.start(&tenant, "outbound", "voxide".into(), "sip:a@trunk".into(), &route);
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let response = env.app.clone().oneshot(place("sip:bob@trunk.example.com")).await;
+        let (status, body, _) = answer(response.unwrap()).await;
+        assert_eq!((status, code(&body)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+        assert!(body["error"]["message"].as_str().unwrap().contains("max_calls"), "{body}");
+        hub.finish(&live, live.record("completed", String::new(), 0));
+    }
 }
 
 #[tokio::test]
