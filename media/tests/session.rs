@@ -12,7 +12,7 @@ use voxide_media::g711::Law;
 use voxide_media::rtp::{RtpHeader, RtpPacket, Seq, Ssrc, Timestamp};
 use voxide_media::sdp::{Codec, Direction, Negotiated};
 use voxide_media::session::{
-    MediaConfig, MediaEngine, MediaEvent, RecordSpec, Room, RoomEnd, bridge, unbridge,
+    MediaConfig, MediaEngine, MediaEvent, RecordSpec, Room, RoomEnd, Session, bridge, unbridge,
 };
 
 fn engine(rtp_timeout: Duration) -> MediaEngine {
@@ -34,6 +34,23 @@ fn negotiated(peer: SocketAddr, codec: Codec) -> Negotiated {
         ptime_ms: 20,
         direction: Direction::SendRecv,
     }
+}
+
+/// Two started legs and their peers: Alice's phone on leg `a` (`alice_codec`), Bob's on `b`.
+async fn two_legs(
+    engine: &MediaEngine,
+    alice_codec: Codec,
+    bob_codec: Codec,
+) -> (UdpSocket, Session, UdpSocket, Session) {
+    let (alice, bob) = (
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let a = engine.open().await.unwrap();
+    let b = engine.open().await.unwrap();
+    a.start(negotiated(alice.local_addr().unwrap(), alice_codec));
+    b.start(negotiated(bob.local_addr().unwrap(), bob_codec));
+    (alice, a, bob, b)
 }
 
 fn packet(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
@@ -125,14 +142,7 @@ async fn strict_latching_drops_a_stranger_and_rfc4733_digits_arrive_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridged_legs_relay_packets_intact_and_transcode_between_laws() {
     let engine = engine(Duration::from_secs(60));
-    let (alice, bob) = (
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-    );
-    let a = engine.open().await.unwrap();
-    let b = engine.open().await.unwrap();
-    a.start(negotiated(alice.local_addr().unwrap(), Codec::Pcmu));
-    b.start(negotiated(bob.local_addr().unwrap(), Codec::Pcmu));
+    let (alice, a, bob, b) = two_legs(&engine, Codec::Pcmu, Codec::Pcmu).await;
     bridge(&a, &b);
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Both legs speak PCMU: Bob gets Alice's payloads byte for byte, and the other way round,
@@ -186,14 +196,7 @@ async fn bridged_legs_relay_packets_intact_and_transcode_between_laws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_continues_the_legs_own_stream_and_the_leg_resumes_after_it() {
     let engine = engine(Duration::from_secs(60));
-    let (alice, bob) = (
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-    );
-    let a = engine.open().await.unwrap();
-    let b = engine.open().await.unwrap();
-    a.start(negotiated(alice.local_addr().unwrap(), Codec::Pcmu));
-    b.start(negotiated(bob.local_addr().unwrap(), Codec::Pcmu));
+    let (alice, a, bob, b) = two_legs(&engine, Codec::Pcmu, Codec::Pcmu).await;
     // Our own stream first (silence every 20 ms).
     let ours = collect(&alice, 5, Duration::from_secs(2)).await;
     bridge(&a, &b);
@@ -356,14 +359,7 @@ async fn a_conference_lets_each_hear_the_others_but_not_itself() {
 async fn a_bridged_call_records_one_party_per_channel() {
     let engine = engine(Duration::from_secs(60));
     let dir = tempfile::tempdir().unwrap();
-    let (alice, bob) = (
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-    );
-    let a = engine.open().await.unwrap();
-    let b = engine.open().await.unwrap();
-    a.start(negotiated(alice.local_addr().unwrap(), Codec::Pcmu));
-    b.start(negotiated(bob.local_addr().unwrap(), Codec::Pcmu));
+    let (alice, a, bob, b) = two_legs(&engine, Codec::Pcmu, Codec::Pcmu).await;
     bridge(&a, &b);
     let path = dir.path().join("both.wav");
     let done = a.record(RecordSpec {
@@ -423,14 +419,7 @@ fn tone_share(samples: &[i16], hz: f64) -> f64 {
 async fn an_opus_leg_bridged_to_a_pcmu_leg_is_transcoded_both_ways() {
     use voxide_media::opus;
     let engine = engine(Duration::from_secs(60));
-    let (alice, bob) = (
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-    );
-    let a = engine.open().await.unwrap();
-    let b = engine.open().await.unwrap();
-    a.start(negotiated(alice.local_addr().unwrap(), Codec::Opus));
-    b.start(negotiated(bob.local_addr().unwrap(), Codec::Pcmu));
+    let (alice, a, bob, b) = two_legs(&engine, Codec::Opus, Codec::Pcmu).await;
     bridge(&a, &b);
     tokio::time::sleep(Duration::from_millis(50)).await;
     // One second each way, paced at 20 ms: Alice an Opus 500 Hz tone, Bob a PCMU 1 kHz tone.

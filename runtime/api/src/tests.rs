@@ -108,6 +108,23 @@ async fn post_json(
         .await
 }
 
+/// Points `hello`'s `live` alias at `version`.
+async fn move_live(env: &Env, key: &str, version: i64) -> (StatusCode, serde_json::Value) {
+    let body = serde_json::json!({ "version": version });
+    post_json(env, Method::PUT, "/api/v1/flows/hello/aliases/live", key, body).await
+}
+
+/// The route a call to `hello` (its `live` alias, or `version`) runs, as the API builds it.
+async fn hello_route(
+    env: &Env,
+    tenant: &str,
+    version: Option<i64>,
+) -> voxide_runtime::calls::Route {
+    let target =
+        calls::FlowTarget { flow: "hello".into(), alias: None, version, vars: Default::default() };
+    calls::load_target(&env.state, tenant, &target).await.unwrap()
+}
+
 async fn upload(
     env: &Env,
     flow: &str,
@@ -230,14 +247,7 @@ async fn upload_list_alias_route_and_delete_a_flow() {
         let (status, one) = get(&env, "/api/v1/flows/hello/versions/1", k).await;
         assert_eq!((status, one["version"].as_i64()), (StatusCode::OK, Some(1)));
 
-        let (status, alias) = post_json(
-            &env,
-            Method::PUT,
-            "/api/v1/flows/hello/aliases/live",
-            k,
-            serde_json::json!({"version": 1}),
-        )
-        .await;
+        let (status, alias) = move_live(&env, k, 1).await;
         assert_eq!((status, alias["version"].as_i64()), (StatusCode::OK, Some(1)), "{alias}");
         let (_, aliases) = get(&env, "/api/v1/flows/hello/aliases", k).await;
         assert_eq!(aliases[0]["name"], "live");
@@ -379,14 +389,7 @@ async fn another_tenants_objects_are_404_and_roles_limit_keys() {
         let theirs = store.create_key(&other.id, "theirs", Role::Admin).await.unwrap().secret;
         let (status, v) = upload(&env, "hello", &theirs, hello.clone()).await;
         assert_eq!(status, StatusCode::CREATED, "{v}");
-        let (status, _) = post_json(
-            &env,
-            Method::PUT,
-            "/api/v1/flows/hello/aliases/live",
-            &theirs,
-            serde_json::json!({"version": 1}),
-        )
-        .await;
+        let (status, _) = move_live(&env, &theirs, 1).await;
         assert_eq!(status, StatusCode::OK);
         let (status, route) = post_json(
             &env,
@@ -420,14 +423,7 @@ async fn another_tenants_objects_are_404_and_roles_limit_keys() {
             call(&env, Method::DELETE, "/api/v1/flows/hello/versions/1", Some(k), None, Vec::new())
                 .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, _) = post_json(
-            &env,
-            Method::PUT,
-            "/api/v1/flows/hello/aliases/live",
-            k,
-            serde_json::json!({"version": 1}),
-        )
-        .await;
+        let (status, _) = move_live(&env, k, 1).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         // Routing to their flow from here is as if it did not exist.
         let (status, _) = post_json(
@@ -445,14 +441,7 @@ async fn another_tenants_objects_are_404_and_roles_limit_keys() {
         assert_eq!(status, StatusCode::OK);
         let (status, body) = upload(&env, "hello", &read, hello.clone()).await;
         assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
-        let (status, _) = post_json(
-            &env,
-            Method::PUT,
-            "/api/v1/flows/hello/aliases/live",
-            &read,
-            serde_json::json!({"version": 1}),
-        )
-        .await;
+        let (status, _) = move_live(&env, &read, 1).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         let (status, _) = call(
             &env,
@@ -609,14 +598,7 @@ async fn originating_beyond_the_servers_limits_is_refused_with_403_or_429() {
     for (env, hub, tenant) in envs_with_limited_calls(limits).await {
         let k = env.admin.as_str();
         upload(&env, "hello", k, hello_component()).await;
-        post_json(
-            &env,
-            Method::PUT,
-            "/api/v1/flows/hello/aliases/live",
-            k,
-            serde_json::json!({"version": 1}),
-        )
-        .await;
+        move_live(&env, k, 1).await;
         let place = |to: &str| {
             let body = serde_json::json!({"to": to, "flow": "hello"}).to_string();
             Request::builder()
@@ -649,13 +631,7 @@ async fn originating_beyond_the_servers_limits_is_refused_with_403_or_429() {
         assert_eq!((status, code(&body)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
         assert_eq!(retry.as_ref().and_then(|v| v.to_str().ok()), Some("1"), "{body}");
         // A tenant with an outbound call in progress is at its limit of one.
-        let target = calls::FlowTarget {
-            flow: "hello".into(),
-            alias: None,
-            version: None,
-            vars: Default::default(),
-        };
-        let route = calls::load_target(&env.state, &tenant, &target).await.unwrap();
+        let route = hello_route(&env, &tenant, None).await;
         let live = hub.start(&tenant, "outbound", "voxide".into(), "sip:a@trunk".into(), &route);
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         let response = env.app.clone().oneshot(place("sip:bob@trunk.example.com")).await;
@@ -676,14 +652,7 @@ async fn calls_cdrs_recordings_and_events_are_tenant_scoped_and_recorded() {
             env.state.store.create_key(&other.id, "x", Role::Admin).await.unwrap().secret;
         let reader = env.state.store.create_key(&tenant, "r", Role::Read).await.unwrap().secret;
         upload(&env, "hello", k, hello.clone()).await;
-        post_json(
-            &env,
-            Method::PUT,
-            "/api/v1/flows/hello/aliases/live",
-            k,
-            serde_json::json!({"version": 1}),
-        )
-        .await;
+        move_live(&env, k, 1).await;
 
         // Placing a call: the flow must exist; this node has no SIP.
         let new_call = |flow: &str| serde_json::json!({"to": "sip:bob@127.0.0.1:9", "flow": flow});
@@ -702,13 +671,7 @@ async fn calls_cdrs_recordings_and_events_are_tenant_scoped_and_recorded() {
         assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
 
         // A call as the SIP side registers it.
-        let target = calls::FlowTarget {
-            flow: "hello".into(),
-            alias: None,
-            version: None,
-            vars: Default::default(),
-        };
-        let route = calls::load_target(&env.state, &tenant, &target).await.unwrap();
+        let route = hello_route(&env, &tenant, None).await;
         assert_eq!(route.label, "hello v1 via live");
         let live = hub.start(
             &tenant,
@@ -937,13 +900,7 @@ async fn the_event_stream_replays_the_outbox_then_follows_live_events() {
     for (env, hub, tenant) in envs_with_calls().await {
         let k = env.admin.as_str();
         upload(&env, "hello", k, hello_component()).await;
-        let target = calls::FlowTarget {
-            flow: "hello".into(),
-            alias: None,
-            version: Some(1),
-            vars: Default::default(),
-        };
-        let route = calls::load_target(&env.state, &tenant, &target).await.unwrap();
+        let route = hello_route(&env, &tenant, Some(1)).await;
         let first = hub.start(&tenant, "inbound", "sip:a@b".into(), "hello".into(), &route);
         eventually(&env, "/api/v1/events/log", k, |b| b.as_array().is_some_and(|a| a.len() == 1))
             .await;
@@ -1058,13 +1015,7 @@ async fn webhooks_arrive_exactly_once_after_dedupe_with_valid_signatures_despite
             policy,
         ));
         upload(&env, "hello", k, hello_component()).await;
-        let target = calls::FlowTarget {
-            flow: "hello".into(),
-            alias: None,
-            version: Some(1),
-            vars: Default::default(),
-        };
-        let route = calls::load_target(&env.state, &tenant, &target).await.unwrap();
+        let route = hello_route(&env, &tenant, Some(1)).await;
         for i in 0..5 {
             let live = hub.start(
                 &tenant,
