@@ -3,7 +3,7 @@
 //! differ ([`Codec::rate`]: 48 kHz for Opus).
 //!
 //! G.711 is stateless, Opus is not (prediction, concealment), so a leg keeps one [`Decoder`]
-//! and one [`Encoder`] for its stream. Bridged legs with the same codec never decode: packets
+//! and one [`Encoder`] for its stream. Bridged legs with the same codec never decode: payloads
 //! are relayed untouched, and µ-law↔A-law is transcoded byte by byte
 //! ([`g711::Law::transcode`](crate::g711::Law::transcode)).
 

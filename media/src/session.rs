@@ -28,7 +28,7 @@ use crate::codec::{self, Decoder, Encoder};
 use crate::dtmf::{DtmfEventReceiver, DtmfEventSender, ToneDetector};
 use crate::jitter::{Frame, JitterBuffer, JitterConfig};
 use crate::rtcp::{NtpTimestamp, ReceiverStats, SenderInfo, SenderReport};
-use crate::rtp::{RtpHeader, RtpPacket, Seq, Ssrc, Timestamp};
+use crate::rtp::{MAX_DROPOUT, MAX_MISORDER, RtpHeader, RtpPacket, Seq, Ssrc, Timestamp};
 use crate::sdp::{Codec, Negotiated};
 use crate::wav::{WavError, WavWriter};
 
@@ -264,9 +264,10 @@ impl Numbering {
         seq
     }
 
-    /// Rewrites a relayed RTP packet onto our stream. The first packet of a far stream (or of
-    /// a new SSRC there) continues from our next sequence number and our clock now, with the
-    /// marker bit set (a new talkspurt: receivers resynchronise their playout on it).
+    /// Rewrites a relayed RTP packet onto our stream. The first packet of a far stream (a new
+    /// SSRC there, or a jump in its sequence numbers beyond what loss or reordering explains)
+    /// continues from our next sequence number and our clock now, with the marker bit set (a
+    /// new talkspurt: receivers resynchronise their playout on it).
     fn renumber(&mut self, packet: &mut [u8]) {
         if packet.len() < 12 {
             return;
@@ -276,9 +277,18 @@ impl Numbering {
         };
         let (seq, ts, ssrc) =
             (u16::from_be_bytes([packet[2], packet[3]]), field(4), Ssrc(field(8)));
-        let (seq_offset, ts_offset) = match self.anchor {
-            Some((far, seq_offset, ts_offset)) if far == ssrc => (seq_offset, ts_offset),
-            _ => {
+        let anchored = match self.anchor {
+            Some((far, seq_offset, ts_offset)) if far == ssrc => {
+                let ahead = i32::from(Seq(seq.wrapping_add(seq_offset)).diff(self.seq));
+                (-i32::from(MAX_MISORDER)..=i32::from(MAX_DROPOUT))
+                    .contains(&ahead)
+                    .then_some((seq_offset, ts_offset))
+            }
+            _ => None,
+        };
+        let (seq_offset, ts_offset) = match anchored {
+            Some(offsets) => offsets,
+            None => {
                 let offsets = (self.seq.0.wrapping_sub(seq), self.clock().0.wrapping_sub(ts));
                 self.anchor = Some((ssrc, offsets.0, offsets.1));
                 packet[1] |= 0x80;
@@ -510,9 +520,10 @@ impl Session {
     }
 }
 
-/// Connects two legs: what each peer sends is relayed to the other — untouched when both
-/// legs use the same codec, transcoded between µ-law and A-law otherwise. While bridged, a
-/// leg sends nothing of its own.
+/// Connects two legs: what each peer sends is relayed to the other — payloads untouched when
+/// both legs use the same codec, transcoded between µ-law and A-law, decoded and re-encoded
+/// between Opus and G.711 — renumbered onto the receiving leg's own stream. While bridged, a
+/// leg sends nothing of its own (unless it transcodes).
 pub fn bridge(a: &Session, b: &Session) {
     let _ =
         a.commands.send(Command::Bridge(Some((b.commands.downgrade(), Arc::downgrade(&b.outlet)))));
@@ -1048,7 +1059,10 @@ impl Leg {
                 && let OutletState { peer: Some((to, theirs)), numbering } = &mut *state
             {
                 self.transcode = !codec::relayable(n.codec, theirs.codec);
-                if let Some(numbering) = numbering
+                // A transcoding bridge relays nothing (that leg sends its own numbered
+                // frames; digits are sent anew by it, below).
+                if !self.transcode
+                    && let Some(numbering) = numbering
                     && let Some(mut packet) = translate(bytes.to_vec(), &n, theirs)
                 {
                     numbering.renumber(&mut packet);
@@ -1073,6 +1087,12 @@ impl Leg {
                 self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
             }
             while let Some(d) = self.events_in.poll_digit() {
+                if self.transcode
+                    && let Some(peer) = self.bridge.as_ref().and_then(|(peer, _)| peer.upgrade())
+                {
+                    let done = oneshot::channel().0;
+                    let _ = peer.send(Command::SendDtmf { digits: d.digit.to_string(), done });
+                }
                 self.digit(d.digit, d.duration_ms(8000));
             }
             return;
@@ -1151,6 +1171,12 @@ impl Leg {
                     let frames = since.elapsed().as_millis() as u64 / FRAME_MS;
                     ts = ts.wrapping_add((frames * u64::from(self.ts_step())) as u32);
                 }
+                // Bridged again before our clock ticked past the last bridge's packets.
+                if let Some(after) = self.resume_after
+                    && !ts.is_after(after)
+                {
+                    ts = after.wrapping_add(self.ts_step());
+                }
                 state.numbering = Some(Numbering::new(self.ssrc, self.seq, ts, rate));
             }
             (false, Some(numbering)) => {
@@ -1219,6 +1245,12 @@ impl Leg {
                             (self.decoder, self.encoder) = (None, None);
                         }
                     }
+                }
+                if let Ok(mut state) = self.outlet.state.lock()
+                    && let Some(numbering) = state.numbering.as_mut()
+                {
+                    (numbering.ts, numbering.at) = (numbering.clock(), Instant::now());
+                    numbering.rate = n.codec.rate();
                 }
                 self.negotiated = Some(n);
                 self.transcode = self.needs_transcoding();

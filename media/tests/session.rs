@@ -209,22 +209,29 @@ async fn a_bridge_continues_the_legs_own_stream_and_the_leg_resumes_after_it() {
         bob.send_to(&packet(0, 60_000 + i, &[0x55; 160]), b.local_addr()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let relayed = collect(&alice, 10, Duration::from_secs(2)).await;
+    // Bob's side restarts its numbering without a new SSRC (a PBX switching source): the
+    // jump is taken as a new talkspurt, still on Alice's one run of numbers.
+    for i in 0..5u16 {
+        bob.send_to(&packet(0, 10 + i, &[0x55; 160]), b.local_addr()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let relayed = collect(&alice, 15, Duration::from_secs(2)).await;
     unbridge(&a, &b);
     let after = collect(&alice, 5, Duration::from_secs(2)).await;
     let headers = |packets: &[Vec<u8>]| -> Vec<RtpHeader> {
         packets.iter().map(|p| RtpPacket::parse(p).unwrap().header).collect()
     };
     let (before, relayed, after) = (headers(&before), headers(&relayed), headers(&after));
-    assert_eq!(relayed.len(), 10, "every relayed packet arrives");
+    assert_eq!(relayed.len(), 15, "every relayed packet arrives");
     let all: Vec<&RtpHeader> = before.iter().chain(&relayed).chain(&after).collect();
     for pair in all.windows(2) {
         assert_eq!(pair[1].ssrc, pair[0].ssrc, "one SSRC throughout");
         assert_eq!(pair[1].seq, pair[0].seq.next(), "sequence numbers run on");
         assert!(pair[1].timestamp.is_after(pair[0].timestamp), "timestamps move forward");
     }
-    assert!(relayed[0].marker && after[0].marker, "a marker at each switch");
-    assert!(relayed[1..].iter().chain(&after[1..]).all(|h| !h.marker));
+    assert!(relayed[0].marker && relayed[10].marker && after[0].marker, "a marker at each switch");
+    let unmarked = relayed[1..10].iter().chain(&relayed[11..]).chain(&after[1..]);
+    assert!(unmarked.into_iter().all(|h| !h.marker));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,4 +481,29 @@ async fn an_opus_leg_bridged_to_a_pcmu_leg_is_transcoded_both_ways() {
     assert!(stamps.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 960), "{stamps:?}");
     let share = tone_share(&heard[heard.len() / 2..], 1000.0);
     assert!(share > 0.5, "Alice hears 1 kHz at {share:.2} of the energy");
+
+    // A digit Alice presses reaches Bob as RFC 4733 events his leg sends anew: in its own
+    // stream (its SSRC), on sequence numbers none of its audio packets used.
+    let audio_ssrc = RtpPacket::parse(&at_bob[0]).unwrap().header.ssrc;
+    for (seq, end) in [(200, false), (201, false), (202, true), (203, true), (204, true)] {
+        let mut event = [5u8, 10, 0, 160];
+        if end {
+            event[1] |= 0x80;
+        }
+        alice.send_to(&event_packet(seq, 48_000, &event), a.local_addr()).await.unwrap();
+        // A phone sends an event's packets over its duration, between its audio frames.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let got: Vec<RtpHeader> = collect(&bob, 40, Duration::from_millis(800))
+        .await
+        .iter()
+        .map(|p| RtpPacket::parse(p).unwrap().header)
+        .collect();
+    let events = got.iter().filter(|h| h.payload_type == 101).count();
+    assert!(events >= 3, "Bob got the digit's events: {got:?}");
+    assert!(got.iter().all(|h| h.ssrc == audio_ssrc), "one stream");
+    let mut seqs: Vec<u16> = got.iter().map(|h| h.seq.0).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), got.len(), "no sequence number used twice");
 }
