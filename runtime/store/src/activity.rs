@@ -441,7 +441,9 @@ impl Store {
                 "UPDATE deliveries SET next_attempt_at = $1 \
                  WHERE event_seq = $2 AND webhook_id = $3 AND status = 'pending' AND next_attempt_at = $4",
             )
-            .bind(at + lease_ms)
+            // From now, not from the read: the lease covers the attempt, however long the
+            // claims before this one took.
+            .bind(now() + lease_ms)
             .bind(event.seq)
             .bind(&webhook_id)
             .bind(was)
@@ -479,8 +481,11 @@ impl Store {
             .bind(i64::from(*status))
             .bind(at),
             Err((status, error)) => sqlx::query(
+                // Only while still pending: a late failure (our lease ran out and another node
+                // delivered it meanwhile) must not undo a delivery.
                 "UPDATE deliveries SET status = $1, attempts = attempts + 1, last_status = $2, \
-                 last_error = $3, next_attempt_at = $4 WHERE event_seq = $5 AND webhook_id = $6",
+                 last_error = $3, next_attempt_at = $4 \
+                 WHERE event_seq = $5 AND webhook_id = $6 AND status = 'pending'",
             )
             .bind(if retry_at.is_some() { "pending" } else { "failed" })
             .bind(status.map(i64::from))

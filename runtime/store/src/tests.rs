@@ -395,6 +395,9 @@ async fn webhook_deliveries_are_created_with_events_leased_retried_and_given_up(
         );
         assert!(store.claim_deliveries(10, 60_000).await.unwrap().is_empty(), "leased");
         store.delivery_attempted(due[0].event.seq, &hook.id, Ok(204), None).await.unwrap();
+        // A node whose lease ran out reports its failed attempt late: the delivery stands.
+        let late = Err((None, "timed out".into()));
+        store.delivery_attempted(due[0].event.seq, &hook.id, late, Some(0)).await.unwrap();
         store
             .delivery_attempted(
                 due[1].event.seq,
