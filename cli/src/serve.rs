@@ -75,7 +75,8 @@ struct Config {
     database_url: Option<String>,
     /// Most calls running a flow at once (sandbox slots reserved up front). Default 10,000.
     max_calls: Option<u32>,
-    /// A compiled flow that no route or call holds is freed this long after its last use.
+    /// A compiled flow that no route or call holds is freed this long after it was last
+    /// loaded or looked up.
     keep_unused_flows_secs: Option<u64>,
 }
 
@@ -139,6 +140,12 @@ impl OriginateSection {
         let per_second = self.per_second.unwrap_or(default.per_second);
         if !(per_second.is_finite() && per_second > 0.0) {
             anyhow::bail!("[originate] per_second = {per_second}: must be more than 0");
+        }
+        if self.allow.as_ref().is_some_and(Vec::is_empty) {
+            anyhow::bail!(
+                "[originate] allow = []: leave it out to allow any destination, or set \
+                 max_calls = 0 to place no calls"
+            );
         }
         Ok(OriginateLimits {
             max_calls: self.max_calls.unwrap_or(default.max_calls),

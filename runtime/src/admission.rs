@@ -16,8 +16,9 @@ pub struct OriginateLimits {
     pub max_calls: usize,
     /// Calls placed per second, in bursts of up to one second's worth.
     pub per_second: f64,
-    /// Destinations that may be called, as patterns where `*` matches any run of characters
-    /// (`sip:*@trunk.example.com`, `+1*`); empty: any destination.
+    /// Destinations that may be called, as patterns where `*` matches any run of characters,
+    /// matched against the [`destination`] the call goes to (`sip:*@trunk.example.com:5060`,
+    /// `sip:+1*@*:*`, a registered user's name); empty: any destination.
     pub allow: Vec<String>,
 }
 
@@ -79,9 +80,15 @@ impl Admission {
         live: impl FnOnce() -> usize,
     ) -> Result<Permit, HubError> {
         let limits = &self.limits;
-        if !limits.allow.is_empty() && !limits.allow.iter().any(|p| glob(p, to)) {
+        if limits.max_calls == 0 {
+            return Err(HubError::Forbidden(
+                "this server places no calls through its API (originate.max_calls = 0)".into(),
+            ));
+        }
+        let dest = destination(to).map_err(HubError::Invalid)?;
+        if !limits.allow.is_empty() && !limits.allow.iter().any(|p| glob(p, &dest)) {
             return Err(HubError::Forbidden(format!(
-                "{to}: not a destination this server lets you call (its originate.allow)"
+                "{dest}: not a destination this server lets you call (its originate.allow)"
             )));
         }
         let mut tenants = self.tenants();
@@ -121,6 +128,42 @@ impl Admission {
         budget.pending += 1;
         Ok(Permit { admission: self.clone(), tenant: tenant.to_owned() })
     }
+}
+
+/// The canonical form of a call target, which `originate.allow` is matched against and which
+/// is exactly where the call goes: a registered user's name as given, or a SIP URI as
+/// `sip:user@host:port` — lowercase, the port always written (5060 by default), parameters
+/// dropped. A URI with more than one `@` or with headers (`?`) is refused: what a pattern
+/// saw must be what is dialled.
+pub fn destination(to: &str) -> Result<String, String> {
+    let to = to.trim();
+    if !to.contains(':') && !to.contains('@') {
+        return if to.is_empty() { Err("no destination".into()) } else { Ok(to.to_owned()) };
+    }
+    let lower = to.to_ascii_lowercase();
+    let Some(rest) = lower.strip_prefix("sip:") else {
+        return Err(format!("{to}: not a SIP URI (sip:user@host[:port]) or a registered user"));
+    };
+    let userhost = rest.split(';').next().unwrap_or_default();
+    if userhost.contains('?') || userhost.matches('@').count() > 1 {
+        return Err(format!("{to}: not a plain SIP URI (one @, no headers)"));
+    }
+    let (user, hostport) = match userhost.split_once('@') {
+        Some((user, hostport)) => (Some(user), hostport),
+        None => (None, userhost),
+    };
+    let hostport = match hostport.rsplit_once(':') {
+        // An IPv6 reference without a port ends in `]`.
+        Some((_, port)) if !hostport.ends_with(']') && port.parse::<u16>().is_ok() => {
+            hostport.to_owned()
+        }
+        _ if hostport.is_empty() => return Err(format!("{to}: no host")),
+        _ => format!("{hostport}:5060"),
+    };
+    Ok(match user {
+        Some(user) => format!("sip:{user}@{hostport}"),
+        None => format!("sip:{hostport}"),
+    })
 }
 
 /// Whether `text` matches `pattern`, where `*` stands for any run of characters (none
@@ -178,17 +221,45 @@ mod tests {
     }
 
     #[test]
+    fn destinations_are_canonical_so_a_pattern_sees_where_the_call_goes() {
+        for (to, canonical) in [
+            ("alice", "alice"),
+            ("sip:bob@10.0.0.1", "sip:bob@10.0.0.1:5060"),
+            ("SIP:Bob@Trunk.Example.com:5080;transport=tcp", "sip:bob@trunk.example.com:5080"),
+            ("sip:[::1]", "sip:[::1]:5060"),
+            ("sip:bob@[::1]:5062", "sip:bob@[::1]:5062"),
+            // A parameter that looks like a host is dropped: the call goes to evil.net.
+            ("sip:a@evil.net;x=@trunk.example.com", "sip:a@evil.net:5060"),
+        ] {
+            assert_eq!(destination(to).as_deref(), Ok(canonical), "{to}");
+        }
+        for bad in ["sip:a@b@c", "sip:a@b?x=y", "tel:+1", ""] {
+            assert!(destination(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn destinations_outside_allow_are_forbidden() {
         let admission = Admission::new(OriginateLimits {
-            allow: vec!["sip:*@trunk.example.com".into(), "+1555*".into()],
+            allow: vec!["sip:*@trunk.example.com:*".into(), "alice".into()],
             ..OriginateLimits::default()
         });
         assert!(admission.admit("t", "sip:+15550100@trunk.example.com", || 0).is_ok());
-        assert!(admission.admit("t", "+15550123", || 0).is_ok());
-        match admission.admit("t", "sip:+900123@premium.example.net", || 0) {
-            Err(HubError::Forbidden(m)) => assert!(m.contains("originate.allow"), "{m}"),
-            other => panic!("expected Forbidden, got {other:?}"),
+        assert!(admission.admit("t", "sip:+15550100@TRUNK.example.com:5070", || 0).is_ok());
+        assert!(admission.admit("t", "alice", || 0).is_ok());
+        for evil in [
+            "sip:+900123@premium.example.net",
+            "sip:+900123@trunk.example.com.premium.example.net",
+            "sip:+900123@premium.example.net;x=@trunk.example.com",
+            "alice2",
+        ] {
+            match admission.admit("t", evil, || 0) {
+                Err(HubError::Forbidden(m)) => assert!(m.contains("originate.allow"), "{m}"),
+                other => panic!("{evil}: expected Forbidden, got {other:?}"),
+            }
         }
+        let none = Admission::new(OriginateLimits { max_calls: 0, ..OriginateLimits::default() });
+        assert!(matches!(none.admit("t", "alice", || 0), Err(HubError::Forbidden(_))));
     }
 
     #[test]

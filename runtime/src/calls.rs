@@ -600,6 +600,10 @@ async fn resolve_uri(target: &str) -> Result<(String, Peer), String> {
     let hostport = parts.next().unwrap_or_default();
     let transport =
         if parts.any(|p| p == "transport=tcp") { Transport::Tcp } else { Transport::Udp };
+    // One @ at most (as `admission::destination` requires): the host is what follows it.
+    if hostport.contains('?') || hostport.matches('@').count() > 1 {
+        return Err(format!("{uri}: not a plain SIP URI (one @, no headers)"));
+    }
     let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
     if hostport.is_empty() {
         return Err(format!("{uri}: no host"));

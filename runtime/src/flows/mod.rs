@@ -65,8 +65,8 @@ pub struct FlowEngineConfig {
     /// Where compiled artifacts are cached; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
     /// How long a loaded flow that nothing holds (no route, no running call) stays compiled
-    /// in memory after its last use; then it is freed (and loaded again, from `cache_dir` if
-    /// set, when next needed).
+    /// in memory after it was last loaded or looked up (a route build, an upload); then it is
+    /// freed (and loaded again, from `cache_dir` if set, when next needed).
     pub keep_unused: Duration,
 }
 
@@ -128,9 +128,9 @@ impl Flow {
 }
 
 /// The flows an engine has loaded, by digest: found again without their bytes while anything
-/// holds them, and kept for [`FlowEngineConfig::keep_unused`] after their last use even if
-/// nothing does (an upload is routed moments later). Then they are freed: a long-running
-/// server that sees many versions deployed keeps only what is routed or running.
+/// holds them, and kept for [`FlowEngineConfig::keep_unused`] after they were last loaded or
+/// looked up even if nothing does (an upload is routed moments later). Then they are freed: a
+/// long-running server that sees many versions deployed keeps only what it runs.
 #[derive(Default)]
 struct Loaded {
     flows: std::collections::HashMap<String, Held>,
