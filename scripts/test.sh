@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how long the run has taken so far (CI must stay well under 40 minutes).
+step() { printf '\n==> %s  [%dm%02ds]\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 step "toolchain"
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
@@ -97,3 +98,5 @@ for t in hello voicemail; do
   (cd "$tmp" && "$vox" new "my-$t" --template "$t" \
      && cd "my-$t" && CARGO_TARGET_DIR="$tmp/demo/target" "$vox" test --quiet)
 done
+
+step "all passed"
