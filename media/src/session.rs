@@ -268,15 +268,9 @@ impl Numbering {
     /// SSRC there, or a jump in its sequence numbers beyond what loss or reordering explains)
     /// continues from our next sequence number and our clock now, with the marker bit set (a
     /// new talkspurt: receivers resynchronise their playout on it).
-    fn renumber(&mut self, packet: &mut [u8]) {
-        if packet.len() < 12 {
-            return;
-        }
-        let field = |at: usize| {
-            u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
-        };
-        let (seq, ts, ssrc) =
-            (u16::from_be_bytes([packet[2], packet[3]]), field(4), Ssrc(field(8)));
+    /// `far` is the packet's header as received (parsed once, on the receive path).
+    fn renumber(&mut self, packet: &mut [u8], far: &RtpHeader, payload_len: usize) {
+        let (seq, ts, ssrc) = (far.seq.0, far.timestamp.0, far.ssrc);
         let anchored = match self.anchor {
             Some((far, seq_offset, ts_offset)) if far == ssrc => {
                 let ahead = i32::from(Seq(seq.wrapping_add(seq_offset)).diff(self.seq));
@@ -304,9 +298,8 @@ impl Numbering {
         packet[2..4].copy_from_slice(&seq.0.to_be_bytes());
         packet[4..8].copy_from_slice(&ts.0.to_be_bytes());
         packet[8..12].copy_from_slice(&self.ssrc.0.to_be_bytes());
-        let header = 12 + 4 * usize::from(packet[0] & 0x0f);
         self.packets = self.packets.wrapping_add(1);
-        self.octets = self.octets.wrapping_add(packet.len().saturating_sub(header) as u32);
+        self.octets = self.octets.wrapping_add(payload_len as u32);
     }
 }
 
@@ -960,17 +953,11 @@ impl Leg {
                 // A leg that only relays needs no 20 ms clock: its packets move as they
                 // arrive. A slow check keeps the RTP timeout; the clock resumes on unbridge.
                 _ = tick.tick(), if !self.relay_only() => {
-                    if let Some(since) = self.relay_since.take() {
-                        // Back from relaying: our RTP clock kept running meanwhile.
-                        let frames = since.elapsed().as_millis() as u64 / FRAME_MS;
-                        let step = u64::from(self.ts_step());
-                        self.timestamp = self.timestamp.wrapping_add((frames * step) as u32);
+                    self.timestamp = self.clock_now();
+                    self.resume_after = None;
+                    if self.relay_since.take().is_some() {
+                        // Back from relaying: the 20 ms clock restarts from now.
                         tick.reset();
-                    }
-                    if let Some(after) = self.resume_after.take()
-                        && !self.timestamp.is_after(after)
-                    {
-                        self.timestamp = after.wrapping_add(self.ts_step());
                     }
                     self.tick(&rtp).await;
                     self.ticks += 1;
@@ -1063,10 +1050,10 @@ impl Leg {
                 // frames; digits are sent anew by it, below).
                 if !self.transcode
                     && let Some(numbering) = numbering
-                    && let Some(mut packet) = translate(bytes.to_vec(), &n, theirs)
+                    && let Some(mut relay) = translate(bytes.to_vec(), &n, theirs)
                 {
-                    numbering.renumber(&mut packet);
-                    relayed = Some((packet, *to));
+                    numbering.renumber(&mut relay, &packet.header, packet.payload.len());
+                    relayed = Some((relay, *to));
                 }
             }
             if let Some((packet, to)) = relayed
@@ -1157,6 +1144,23 @@ impl Leg {
         }
     }
 
+    /// Our RTP clock now: it keeps running while the 20 ms clock is paused for relaying, and
+    /// after a bridge it never falls behind what was relayed (a re-bridge before our clock
+    /// ticks included).
+    fn clock_now(&self) -> Timestamp {
+        let mut ts = self.timestamp;
+        if let Some(since) = self.relay_since {
+            let frames = since.elapsed().as_millis() as u64 / FRAME_MS;
+            ts = ts.wrapping_add((frames * u64::from(self.ts_step())) as u32);
+        }
+        if let Some(after) = self.resume_after
+            && !ts.is_after(after)
+        {
+            ts = after.wrapping_add(self.ts_step());
+        }
+        ts
+    }
+
     /// Bridged: hands our stream's numbering to the outlet, where relayed packets continue
     /// it. Unbridged: takes it back, so our own packets follow the relayed ones.
     fn hand_over_numbering(&mut self) {
@@ -1166,18 +1170,7 @@ impl Leg {
             // Bridged to another leg: its stream is anchored anew on its first packet.
             (true, Some(numbering)) => state.numbering = Some(numbering),
             (true, None) => {
-                let mut ts = self.timestamp;
-                if let Some(since) = self.relay_since {
-                    let frames = since.elapsed().as_millis() as u64 / FRAME_MS;
-                    ts = ts.wrapping_add((frames * u64::from(self.ts_step())) as u32);
-                }
-                // Bridged again before our clock ticked past the last bridge's packets.
-                if let Some(after) = self.resume_after
-                    && !ts.is_after(after)
-                {
-                    ts = after.wrapping_add(self.ts_step());
-                }
-                state.numbering = Some(Numbering::new(self.ssrc, self.seq, ts, rate));
+                state.numbering = Some(Numbering::new(self.ssrc, self.seq, self.clock_now(), rate));
             }
             (false, Some(numbering)) => {
                 self.seq = numbering.seq;

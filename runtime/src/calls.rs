@@ -593,33 +593,24 @@ async fn resolve_uri(target: &str) -> Result<(String, Peer), String> {
     if lower.starts_with("sips:") {
         return Err(format!("{uri}: sips (TLS) is not supported yet"));
     }
-    let Some(rest) = lower.strip_prefix("sip:") else {
+    // The same parse `originate.allow` is checked against: what was allowed is what is dialled.
+    let canonical = crate::admission::destination(uri)?;
+    let Some(rest) = canonical.strip_prefix("sip:") else {
         return Err(format!("{uri}: not a SIP URI and not a registered user"));
     };
-    let mut parts = rest.split(';');
-    let hostport = parts.next().unwrap_or_default();
-    let transport =
-        if parts.any(|p| p == "transport=tcp") { Transport::Tcp } else { Transport::Udp };
-    // One @ at most (as `admission::destination` requires): the host is what follows it.
-    if hostport.contains('?') || hostport.matches('@').count() > 1 {
-        return Err(format!("{uri}: not a plain SIP URI (one @, no headers)"));
-    }
-    let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
-    if hostport.is_empty() {
-        return Err(format!("{uri}: no host"));
-    }
+    let hostport = rest.rsplit('@').next().unwrap_or(rest);
+    let transport = if lower.split(';').skip(1).any(|p| p == "transport=tcp") {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
     let addr = match hostport.parse::<SocketAddr>() {
         Ok(addr) => addr,
         Err(_) => {
-            let with_port = if hostport.ends_with(']') || !hostport.contains(':') {
-                format!("{hostport}:5060")
-            } else {
-                hostport.to_owned()
-            };
-            let mut addrs = tokio::net::lookup_host(with_port.clone())
+            let mut addrs = tokio::net::lookup_host(hostport)
                 .await
-                .map_err(|e| format!("{uri}: cannot resolve {with_port}: {e}"))?;
-            addrs.next().ok_or_else(|| format!("{uri}: {with_port} has no address"))?
+                .map_err(|e| format!("{uri}: cannot resolve {hostport}: {e}"))?;
+            addrs.next().ok_or_else(|| format!("{uri}: {hostport} has no address"))?
         }
     };
     Ok((uri.to_owned(), Peer { addr, transport }))
