@@ -22,12 +22,13 @@ use voxide_runtime::hub::CallHub;
 use voxide_runtime::kv::MemoryKv;
 use voxide_runtime::manifest::Manifest;
 use voxide_runtime::prompts::{Espeak, Prompts, Tts};
+use voxide_runtime::routing::CONFIG_TENANT;
 use voxide_sip::auth::Algorithm;
 use voxide_sip::registrar::{Registrar, RegistrarConfig};
 use voxide_sip::shell::{Command, Listen, SipHandle, SipServer};
 use voxide_sip::transaction::Timers;
 use voxide_sip::ua::UaConfig;
-use voxide_store::{NewRoute, RouteTarget, RoutingSnapshot, Store};
+use voxide_store::{NewRoute, Role, RouteTarget, RoutingSnapshot, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -78,6 +79,10 @@ struct Config {
     /// A compiled flow that no route or call holds is freed this long after it was last
     /// loaded or looked up.
     keep_unused_flows_secs: Option<u64>,
+    /// The store tenant (by name) that owns the config file's routes and the calls to its
+    /// registered users — their CDRs, events and recordings. Default "default" (the tenant
+    /// the first start creates); created, with an admin key, if missing.
+    tenant: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,7 +279,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    // Routes from the config file come first (tenant CONFIG_TENANT), then the store's.
+    // Routes from the config file come first (the config's tenant), then the store's.
+    let tenant_name = config.tenant.clone().unwrap_or_else(|| CONFIG_TENANT.into());
+    let config_tenant = config_tenant(&store, &tenant_name, &data_dir).await?;
     let mut static_routes = Vec::new();
     for r in &config.routes {
         let path = if r.flow.is_absolute() { r.flow.clone() } else { base.join(&r.flow) };
@@ -309,7 +316,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             label: name.clone(),
             version: None,
             name,
-            tenant: voxide_runtime::routing::CONFIG_TENANT.into(),
+            tenant: config_tenant.clone(),
             flow,
             vars: r.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             manifest: Arc::new(manifest),
@@ -451,6 +458,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         advertised: SocketAddr::new(advertise_ip, port),
         media: Some(media),
         hub: hub.clone(),
+        config_tenant,
     };
     let calls = tokio::spawn(calls::serve(services, routes_rx, sip.clone(), events));
     tokio::select! {
@@ -468,6 +476,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("{} call(s) still running at exit: no CDR for them", hub.len());
     }
     Ok(())
+}
+
+/// The id of the store tenant called `name` that the config file's routes and registered
+/// users belong to; created (with an admin key, shown once) when the store has none.
+async fn config_tenant(store: &Store, name: &str, data_dir: &Path) -> anyhow::Result<String> {
+    let context = || format!("the config's tenant {name:?}");
+    if let Some(tenant) = store.tenant_by_name(name).await.with_context(context)? {
+        return Ok(tenant.id);
+    }
+    let tenant = match store.create_tenant(name).await {
+        Ok(tenant) => tenant,
+        // Another node created it a moment ago.
+        Err(voxide_store::StoreError::Conflict(_)) => {
+            store.tenant_by_name(name).await.with_context(context)?.with_context(context)?
+        }
+        Err(e) => return Err(e).with_context(context),
+    };
+    let key = store
+        .create_key(&tenant.id, "admin (created for the config file's tenant)", Role::Admin)
+        .await
+        .with_context(context)?;
+    let file = data_dir.join(format!("admin-{name}.key"));
+    write_secret(&file, &key.secret)?;
+    println!(
+        "created tenant {name:?} for the config file's routes; its admin API key (shown once; \
+         also in {}):\n  {}",
+        file.display(),
+        key.secret
+    );
+    Ok(tenant.id)
 }
 
 /// Webhook retries: the first after `VOX_WEBHOOK_RETRY_BASE_MS` (default 1000), doubling up

@@ -244,6 +244,29 @@ fn sipp_calls_hello_over_udp_and_tcp_and_the_flow_hangs_up() {
     assert!(ok, "UDP call failed:\n{out}");
     let (ok, out) = sipp(&server, "uac-flow-hangs-up.xml", "hello", &["-t", "t1"]);
     assert!(ok, "TCP call failed:\n{out}");
+    // Routed by the config file, the calls are the config tenant's ("default", whose key the
+    // first start wrote): each has a CDR and its events.
+    let cdrs = vox_until(&server, &["cdrs", "--number", "hello"], 15, |c| len(c) == 2);
+    for cdr in cdrs.as_array().unwrap() {
+        assert_eq!(
+            (cdr["flow"].as_str(), cdr["outcome"].as_str(), cdr["direction"].as_str()),
+            (Some("hello"), Some("completed"), Some("inbound")),
+            "{cdr}"
+        );
+        assert_eq!(
+            call_events(&server, cdr["id"].as_str().unwrap()),
+            ["call.ringing", "call.answered", "call.completed"]
+        );
+    }
+}
+
+/// The kinds of the stored events of call `id`, oldest first.
+fn call_events(server: &Server, id: &str) -> Vec<String> {
+    let events = vox_json(server, &["events", "--limit", "1000"]);
+    let mut events: Vec<&serde_json::Value> =
+        events.as_array().unwrap().iter().filter(|e| e["call_id"] == id).collect();
+    events.sort_by_key(|e| e["seq"].as_i64());
+    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
 }
 
 #[test]
@@ -483,6 +506,21 @@ fn register_with_digest_then_calls_to_the_registered_user_ring_her_phone() {
         "alice",
         &[],
     );
+    // No flow ran, yet both calls are the config tenant's, with CDRs and events.
+    let cdrs = vox_until(&server, &["cdrs", "--number", "alice"], 15, |c| len(c) == 2);
+    let mut outcomes: Vec<&str> =
+        cdrs.as_array().unwrap().iter().map(|c| c["outcome"].as_str().unwrap()).collect();
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, ["completed", "hung-up"], "{cdrs}");
+    for cdr in cdrs.as_array().unwrap() {
+        let kinds = call_events(&server, cdr["id"].as_str().unwrap());
+        let expected: &[&str] = if cdr["outcome"] == "completed" {
+            &["call.ringing", "call.answered", "call.completed"]
+        } else {
+            &["call.ringing", "call.completed"]
+        };
+        assert_eq!(kinds, expected, "{cdr}");
+    }
 }
 
 #[test]

@@ -91,6 +91,9 @@ pub struct CallServices {
     pub media: Option<Arc<MediaServices>>,
     /// Where live calls are registered for the API and report what they do.
     pub hub: Arc<CallHub>,
+    /// The tenant (store id) that calls to registered users belong to: the config file's
+    /// tenant, like the config file's routes.
+    pub config_tenant: String,
 }
 
 /// Runs calls until the SIP event channel closes.
@@ -100,7 +103,7 @@ pub async fn serve(
     sip: SipHandle,
     mut events: mpsc::UnboundedReceiver<Event>,
 ) {
-    let CallServices { engine, kv, advertised, media, hub } = services;
+    let CallServices { engine, kv, advertised, media, hub, config_tenant } = services;
     let _ = hub.sip.set(Originator {
         engine: engine.clone(),
         sip: sip.clone(),
@@ -126,13 +129,17 @@ pub async fn serve(
                         let route = match router.lookup_exact(&user) {
                             Some(route) => Some(route.clone()),
                             None if !sip.lookup(&user).await.is_empty() => {
+                                let live_call = hub.start_to_user(&config_tenant, request.from.uri.clone(), user.clone());
+                                live_call.set_signals(tx.clone(), sip.clone(), call);
                                 live.insert(call, tx);
-                                let sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri))
+                                let mut sip_call = SipCall::new(call, sip.clone(), rx, advertised, user_of(&request.from.uri))
                                     .with_media(media.clone(), request.body.clone());
-                                let done = done_tx.clone();
-                                tracing::info!(call = call.0, peer = %peer.addr, "call to registered user {user:?}");
+                                sip_call.live = Some(live_call.clone());
+                                let (done, hub) = (done_tx.clone(), hub.clone());
+                                tracing::info!(call = %live_call.id, peer = %peer.addr, "call to registered user {user:?}");
                                 tokio::spawn(async move {
-                                    ring_user(sip_call, user).await;
+                                    let (outcome, detail) = ring_user(sip_call, user).await;
+                                    hub.finish(&live_call, live_call.record(outcome, detail, 0));
                                     let _ = done.send(call);
                                 });
                                 continue;
@@ -410,19 +417,34 @@ pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapsho
 }
 
 /// A call to a registered user with no flow routed: ring their contacts for 30 s and bridge;
-/// busy → 486, no answer → 480, anything else → 502, like a PBX extension.
-async fn ring_user(mut call: SipCall, user: String) {
+/// busy → 486, no answer → 480, anything else → 502, like a PBX extension. Returns the CDR's
+/// outcome and detail.
+async fn ring_user(mut call: SipCall, user: String) -> (&'static str, String) {
     let opts = DialOptions { timeout_ms: 30_000, caller_id: None, record: false };
-    let (code, reason) = match call.dial(vec![user], opts).await {
-        Ok(DialOutcome::Answered { .. }) | Err(_) => return call.hangup().await,
-        Ok(DialOutcome::Busy) => (486, "Busy Here"),
-        Ok(DialOutcome::NoAnswer) => (480, "Temporarily Unavailable"),
+    let (outcome, code, reason, detail) = match call.dial(vec![user.clone()], opts).await {
+        Ok(DialOutcome::Answered { talk_ms }) => {
+            call.hangup().await;
+            return ("completed", format!("bridged to {user} for {talk_ms} ms"));
+        }
+        Err(CallError::Hangup) => {
+            call.hangup().await;
+            return ("hung-up", format!("the caller hung up while {user} rang or talked"));
+        }
+        Err(e) => {
+            call.hangup().await;
+            return ("failed", e.to_string());
+        }
+        Ok(DialOutcome::Busy) => ("busy", 486, "Busy Here", format!("{user} is busy")),
+        Ok(DialOutcome::NoAnswer) => {
+            ("no-answer", 480, "Temporarily Unavailable", format!("{user} did not answer"))
+        }
         Ok(DialOutcome::Failed(why)) => {
             tracing::info!(call = call.call.0, "call to registered user failed: {why}");
-            (502, "Bad Gateway")
+            ("failed", 502, "Bad Gateway", why)
         }
     };
     let _ = call.reject(code, Some(reason.into())).await;
+    (outcome, detail)
 }
 
 /// A flow's view of a real SIP call.
@@ -647,6 +669,12 @@ impl SipCall {
             caller_gone: false,
             redirecting: false,
         }
+    }
+
+    /// A queue or room name within the call's tenant.
+    fn scoped(&self, name: &str) -> String {
+        let tenant = self.live.as_ref().map_or("", |l| l.tenant.as_str());
+        format!("{tenant}/{name}")
     }
 
     fn with_media(mut self, media: Option<Arc<MediaServices>>, offer: Vec<u8>) -> SipCall {
@@ -989,7 +1017,7 @@ impl SipCall {
         let Some(media) = self.media.clone() else {
             return Err(Self::unavailable("dial(queue:…)"));
         };
-        let key = format!("local/{queue}");
+        let key = self.scoped(queue);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
         let caller = loop {
             if let Some(caller) = media.next_caller(&key) {
@@ -1400,7 +1428,7 @@ impl CallControl for SipCall {
         };
         let (alive, caller_alive) = tokio::sync::oneshot::channel::<()>();
         let (matched, mut on_match) = tokio::sync::oneshot::channel();
-        media.enqueue(&format!("local/{queue}"), Waiting { leg: link, caller_alive, matched });
+        media.enqueue(&self.scoped(&queue), Waiting { leg: link, caller_alive, matched });
         tracing::info!(call = self.call.0, "waiting in queue {queue}");
         // Hold music until an agent takes the call (or the wait is too long).
         let hold = match media.prompts.play("hold-music.wav").await {
@@ -1470,8 +1498,8 @@ impl CallControl for SipCall {
         let Some(session) = self.session.take() else {
             return Err(Self::unavailable("conference"));
         };
-        // Rooms are per tenant once tenants exist; today there is one ("local").
-        let room = media.room(&format!("local/{room}"));
+        // Rooms, like queues, are per tenant: another tenant's "support" is another room.
+        let room = media.room(&self.scoped(&room));
         let mut done = room.join(&session);
         drop(room);
         tracing::info!(call = self.call.0, "joined conference");

@@ -341,7 +341,7 @@ impl CallHub {
         self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers a new call (ringing) and reports `call.ringing`.
+    /// Registers a new call (ringing) running `route`'s flow and reports `call.ringing`.
     pub fn start(
         &self,
         tenant: &str,
@@ -349,6 +349,24 @@ impl CallHub {
         from: String,
         to: String,
         route: &Route,
+    ) -> Arc<LiveCall> {
+        self.register(tenant, direction, from, to, Some(route))
+    }
+
+    /// Registers an inbound call to a registered user that no flow runs (their phones are
+    /// rung and bridged): listed, controlled and recorded like any other call, its CDR's
+    /// flow is empty.
+    pub fn start_to_user(&self, tenant: &str, from: String, user: String) -> Arc<LiveCall> {
+        self.register(tenant, "inbound", from, user, None)
+    }
+
+    fn register(
+        &self,
+        tenant: &str,
+        direction: &'static str,
+        from: String,
+        to: String,
+        route: Option<&Route>,
     ) -> Arc<LiveCall> {
         let id = new_call_id();
         let activity = self
@@ -358,6 +376,7 @@ impl CallHub {
             .clone()
             .unwrap_or_else(|| mpsc::unbounded_channel().0);
         let party = if direction == "inbound" { from.clone() } else { to.clone() };
+        let label = if route.is_none() { format!("registered user {to}") } else { String::new() };
         let call = Arc::new(LiveCall {
             id: id.clone(),
             tenant: tenant.to_owned(),
@@ -370,7 +389,7 @@ impl CallHub {
                 state: "ringing",
                 answered_at: None,
                 flow: String::new(),
-                label: String::new(),
+                label,
                 digest: String::new(),
                 version: None,
                 manifest: Arc::default(),
@@ -387,12 +406,15 @@ impl CallHub {
                 sip: None,
             }),
         });
-        call.set_flow(route);
+        if let Some(route) = route {
+            call.set_flow(route);
+        }
         self.calls().insert(id, call.clone());
+        let flow = route.map(|r| r.label.as_str()).unwrap_or_default();
         call.event(
             "call.ringing",
             serde_json::json!({
-                "direction": direction, "from": call.from, "to": call.to, "flow": route.label,
+                "direction": direction, "from": call.from, "to": call.to, "flow": flow,
             }),
         );
         call

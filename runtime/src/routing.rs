@@ -11,9 +11,9 @@ use std::sync::Arc;
 use crate::flows::Flow;
 use crate::manifest::Manifest;
 
-/// The tenant of routes from the config file: no store tenant owns them (their calls are not
-/// recorded in the store).
-pub const CONFIG_TENANT: &str = "local";
+/// The store tenant that owns the config file's routes (and calls to its registered users)
+/// unless the config's `tenant` names another: the one the first start creates.
+pub const CONFIG_TENANT: &str = "default";
 
 /// One routing rule: a called number / Request-URI user to a flow. Several rules with the
 /// same pattern split new calls between their flows by `weight` (a canary).
@@ -27,7 +27,8 @@ pub struct Route {
     pub label: String,
     /// The stored version that runs (None for a flow from the config file).
     pub version: Option<i64>,
-    /// The tenant the route belongs to ([`CONFIG_TENANT`] for routes from the config file).
+    /// The store id of the tenant the route belongs to (the config file's tenant for its
+    /// routes): its calls' CDRs and events are that tenant's.
     pub tenant: String,
     /// The flow, loaded when the route was: a call started on it stays on it, whatever
     /// happens to aliases and routes meanwhile.

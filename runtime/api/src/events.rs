@@ -22,8 +22,6 @@ use sha2::Sha256;
 use tokio::sync::{Notify, broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
 use voxide_runtime::hub::{Activity, CallRecord};
-// Calls routed by the config file belong to no store tenant: what they report is logged only.
-use voxide_runtime::routing::CONFIG_TENANT;
 use voxide_store::{Cdr, Delivery, Event, NewEvent, RecordingMeta, Role, Store, Webhook};
 
 use crate::{ApiError, ApiJson, ApiResult, ApiState, Auth, ErrorBody};
@@ -62,20 +60,14 @@ fn cdr_of(r: CallRecord) -> Cdr {
 }
 
 /// One hub report as one store transaction.
-fn activity_of(a: Activity) -> Option<voxide_store::Activity> {
+fn activity_of(a: Activity) -> voxide_store::Activity {
     let event = |tenant: &str, call: &str, kind: &str, data| NewEvent {
         tenant_id: tenant.to_owned(),
         kind: kind.to_owned(),
         call_id: Some(call.to_owned()),
         data,
     };
-    Some(match a {
-        Activity::Event { tenant, .. } | Activity::Recording { tenant, .. }
-            if tenant == CONFIG_TENANT =>
-        {
-            return None;
-        }
-        Activity::Completed(r) if r.tenant == CONFIG_TENANT => return None,
+    match a {
         Activity::Event { tenant, call_id, kind, data } => voxide_store::Activity {
             events: vec![event(&tenant, &call_id, kind, data)],
             ..Default::default()
@@ -106,7 +98,7 @@ fn activity_of(a: Activity) -> Option<voxide_store::Activity> {
                 recording: None,
             }
         }
-    })
+    }
 }
 
 /// Most activities written in one transaction.
@@ -124,15 +116,12 @@ pub async fn record_activity(
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.clear();
-        batch.extend(activity_of(first));
+        batch.push(activity_of(first));
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(a) => batch.extend(activity_of(a)),
+                Ok(a) => batch.push(activity_of(a)),
                 Err(_) => break,
             }
-        }
-        if batch.is_empty() {
-            continue;
         }
         let stored = write_batch(&store, &batch).await;
         for event in stored {

@@ -365,6 +365,22 @@ impl Store {
         }
     }
 
+    /// The tenant called `name`, if there is one.
+    pub async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Tenant {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
     /// A new key for `tenant_id`; the returned secret is the only copy.
     pub async fn create_key(&self, tenant_id: &str, name: &str, role: Role) -> Result<NewKey> {
         let secret = format!("vox_{}", random_hex(20));

@@ -44,6 +44,8 @@ async fn first_start_makes_one_admin_key_and_keys_authenticate_by_hash_only() {
         let (tenant, key) = store.bootstrap().await.unwrap().expect("empty store bootstraps");
         assert_eq!(tenant.name, "default");
         assert!(store.bootstrap().await.unwrap().is_none(), "only once");
+        assert_eq!(store.tenant_by_name("default").await.unwrap(), Some(tenant.clone()));
+        assert_eq!(store.tenant_by_name("nobody").await.unwrap(), None);
         let who = store.authenticate(&key.secret).await.unwrap().unwrap();
         assert_eq!((who.tenant_id.as_str(), who.role), (tenant.id.as_str(), Role::Admin));
         // A wrong or malformed secret is nobody.
