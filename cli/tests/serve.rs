@@ -1226,6 +1226,32 @@ fn play_fetches_a_url_the_manifest_allows_and_refuses_one_it_does_not() {
     assert!(share > 0.8, "the caller did not hear the fetched tone (share {share:.2})");
 }
 
+#[test]
+fn a_dial_target_outside_the_manifest_is_not_allowed_and_never_invited() {
+    // The operator grants ivr-menu dialling pbx.example.com only; its `sales` var points at a
+    // "phone" on loopback, which must never see an INVITE. The same scenario runs in
+    // `vox test` (sample-flows/ivr-menu/tests/sales-not-allowed.toml), through the same check.
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let grant = dir.path().join("grant.toml");
+    std::fs::write(&grant, "[capabilities]\ndial = [\"sip:*@pbx.example.com:*\"]\n").unwrap();
+    let ivr = repo().join("sample-flows/ivr-menu");
+    let target = format!("sip:sales@{}", phone.local_addr().unwrap());
+    let config = format!(
+        "[[routes]]\nmatch = \"denied\"\nflow = {ivr:?}\nmanifest = {grant:?}\n\
+         vars = {{ sales = \"{target}\" }}\n"
+    );
+    let server = serve_config(&config, &[]);
+    let (ok, out) = sipp(&server, "uac-press-digit.xml", "denied", &["-key", "digit", "1"]);
+    assert!(ok, "the caller pressed 1 and the call ended with our BYE:\n{out}");
+    phone.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    assert!(phone.recv(&mut [0u8; 2048]).is_err(), "a denied target was sent an INVITE");
+    let cdrs = vox_until(&server, &["cdrs", "--number", "denied"], 15, |c| len(c) == 1);
+    let (outcome, detail) = (cdrs[0]["outcome"].as_str(), cdrs[0]["detail"].as_str().unwrap());
+    assert_eq!(outcome, Some("flow-error"), "{}", cdrs[0]);
+    assert!(detail.contains(&format!("not allowed: dial {target}")), "{detail}");
+}
+
 /// Runs `vox ARGS…` against `server`'s API with its admin key; returns its stdout, failing the
 /// test (with its stderr) if it fails.
 fn vox_remote(server: &Server, args: &[&str]) -> String {

@@ -83,6 +83,12 @@ impl CallControl for Idle {
     fn caller_hung_up(&self) -> bool {
         false
     }
+
+    fn manifest(&self) -> &voxide_runtime::manifest::Manifest {
+        static NONE: std::sync::LazyLock<voxide_runtime::manifest::Manifest> =
+            std::sync::LazyLock::new(Default::default);
+        &NONE
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

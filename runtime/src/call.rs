@@ -156,6 +156,9 @@ pub trait CallControl: Send {
     fn log(&mut self, _level: LogLevel, _message: &str) {}
     /// True once the caller has gone (hung up, or the call was ended by the API).
     fn caller_hung_up(&self) -> bool;
+    /// What the running flow may do beyond its own call: the host checks every gated action
+    /// against it before the action reaches the implementation.
+    fn manifest(&self) -> &crate::manifest::Manifest;
     /// After the flow ended because the call was redirected to another flow: readies the
     /// call for that flow, `false` if the call cannot go on (the caller left meanwhile, or it
     /// was not redirected).

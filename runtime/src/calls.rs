@@ -1656,6 +1656,10 @@ impl CallControl for SipCall {
     fn caller_hung_up(&self) -> bool {
         self.hung_up
     }
+
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
 }
 
 #[cfg(test)]

@@ -8,10 +8,19 @@
 //! # URLs `play` may fetch: scheme://host[:port][/path]. Without a port, any port of that
 //! # host; a path allows that path and everything below it.
 //! http = ["https://assets.example.com/prompts/"]
+//! # Who `dial` and `transfer` may reach: registered users, `queue:NAME`, SIP URIs, with `*`
+//! # for any run of characters, matched against the canonical target (sip:user@host:port).
+//! dial = ["sales", "queue:*", "sip:*@pbx.example.com:*"]
 //! ```
 //!
-//! No manifest means no capabilities beyond the call itself. Unknown keys are errors, so a
-//! misspelt capability is caught when the flow is loaded rather than silently ignored.
+//! No manifest means no capabilities beyond the call itself — except `dial`: a manifest
+//! without it may dial anyone (what flows could do before manifests knew `dial`); `dial = []`
+//! dials no one. Unknown keys are errors, so a misspelt capability is caught when the flow is
+//! loaded rather than silently ignored.
+//!
+//! The host checks these once, where a flow's call action enters it (`flows::host`), for
+//! every implementation of the call: a real SIP call and `vox test`'s simulator refuse the
+//! same actions with the same `not-allowed` error.
 
 use std::path::Path;
 
@@ -39,6 +48,10 @@ pub struct Capabilities {
     /// URL prefixes `play` may fetch audio from (http and https only).
     #[serde(default)]
     pub http: Vec<String>,
+    /// Patterns of the targets `dial` and `transfer` may reach (`*` matches any run of
+    /// characters); None: any target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dial: Option<Vec<String>>,
 }
 
 /// A manifest that cannot be used, and why.
@@ -59,6 +72,13 @@ impl Manifest {
             allowed_prefix(entry).map_err(|why| {
                 ManifestError::Invalid(format!("capabilities.http {entry:?}: {why}"))
             })?;
+        }
+        for entry in manifest.capabilities.dial.iter().flatten() {
+            if entry.trim().is_empty() || entry.len() > 256 {
+                return Err(ManifestError::Invalid(format!(
+                    "capabilities.dial {entry:?}: a pattern is 1-256 characters"
+                )));
+            }
         }
         Ok(manifest)
     }
@@ -91,6 +111,24 @@ impl Manifest {
             Err(format!(
                 "play {media:?}: not allowed by the flow's manifest (declare a prefix of it in \
                  {FILE}: [capabilities] http = [...])"
+            ))
+        }
+    }
+
+    /// Whether `dial` or `transfer` may reach `target` (a registered user, `queue:NAME` or a
+    /// SIP URI, matched in its canonical form); otherwise why not (the message the flow gets).
+    pub fn check_dial(&self, action: &str, target: &str) -> Result<(), String> {
+        let Some(allowed) = &self.capabilities.dial else { return Ok(()) };
+        let canonical = match target.trim().strip_prefix("queue:") {
+            Some(queue) => format!("queue:{queue}"),
+            None => crate::admission::destination(target)?,
+        };
+        if allowed.iter().any(|pattern| crate::admission::glob(pattern, &canonical)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{action} {canonical}: not allowed by the flow's manifest (declare it in {FILE}: \
+                 [capabilities] dial = [...])"
             ))
         }
     }
@@ -150,7 +188,10 @@ mod tests {
 
     fn allows(entries: &[&str], url: &str) -> bool {
         let manifest = Manifest {
-            capabilities: Capabilities { http: entries.iter().map(|e| e.to_string()).collect() },
+            capabilities: Capabilities {
+                http: entries.iter().map(|e| e.to_string()).collect(),
+                dial: None,
+            },
             ..Manifest::default()
         };
         manifest.allows_url(&Url::parse(url).unwrap())
@@ -171,6 +212,28 @@ mod tests {
         assert!(allows(&["https://a.example/p"], "https://a.example/p/x.wav"));
         assert!(!allows(&list, "https://user:pw@assets.example.com/prompts/x.wav"));
         assert!(!allows(&[], "https://assets.example.com/prompts/x.wav"), "nothing declared");
+    }
+
+    #[test]
+    fn dial_targets_must_match_a_declared_pattern_in_canonical_form() {
+        let manifest = Manifest::parse(
+            "[capabilities]\ndial = [\"sales\", \"queue:*\", \"sip:*@pbx.example.com:*\"]",
+        )
+        .unwrap();
+        let ok = |t: &str| manifest.check_dial("dial", t).is_ok();
+        assert!(ok("sales") && ok("queue:support"));
+        assert!(ok("sip:bob@pbx.example.com") && ok("SIP:Bob@PBX.example.com:5080;transport=tcp"));
+        assert!(!ok("support") && !ok("sip:+1900555@premium.example.net"));
+        // What is matched is what is dialled: no second @, no headers slipping past.
+        assert!(!ok("sip:+1900@premium.example.net;x=@pbx.example.com"));
+        assert!(!ok("sip:a@pbx.example.com.evil.net"));
+        let why = manifest.check_dial("transfer", "sip:x@evil.example").unwrap_err();
+        assert!(why.contains("transfer sip:x@evil.example:5060") && why.contains("flow.toml"));
+        // No `dial` declared: anyone; `dial = []`: no one.
+        assert!(Manifest::default().check_dial("dial", "sip:x@anywhere.example").is_ok());
+        let none = Manifest::parse("[capabilities]\ndial = []").unwrap();
+        assert!(none.check_dial("dial", "sales").is_err());
+        assert!(Manifest::parse("[capabilities]\ndial = [\"\"]").is_err());
     }
 
     #[test]

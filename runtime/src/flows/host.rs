@@ -3,7 +3,10 @@
 //!
 //! Host functions return `wasmtime::Result<Result<T, CallError>>`: the outer error traps the
 //! guest (host bug or broken invariant), the inner one is an ordinary error the flow handles.
-//! Arguments are validated here once, so every `CallControl` implementation gets clean input.
+//! Arguments are validated here once, so every `CallControl` implementation gets clean input,
+//! and so are the flow's capabilities: a `play` URL, `dial` and `transfer` targets outside
+//! its manifest are `not-allowed` before any implementation (a SIP call, the simulator)
+//! sees them.
 
 use tracing::{Level, event};
 
@@ -118,6 +121,9 @@ impl wit_call::Host for FlowState {
     async fn play(&mut self, media: String) -> HostResult<()> {
         let checked = check(!media.is_empty() && media.len() <= MAX_TARGET_LEN, || {
             format!("media reference must be 1-{MAX_TARGET_LEN} bytes")
+        })
+        .and_then(|()| {
+            self.call.manifest().check_play(&media).map(drop).map_err(CallError::NotAllowed)
         });
         act!(self, checked, self.call.play(media))
     }
@@ -152,6 +158,12 @@ impl wit_call::Host for FlowState {
                     "dial target {t:?} must be 1-{MAX_TARGET_LEN} bytes"
                 ))),
                 None => Ok(()),
+            })
+            .and_then(|()| {
+                let manifest = self.call.manifest();
+                targets
+                    .iter()
+                    .try_for_each(|t| manifest.check_dial("dial", t).map_err(CallError::NotAllowed))
             });
         act!(self, checked, self.call.dial(targets, opts.into())).map(|r| r.map(Into::into))
     }
@@ -173,6 +185,9 @@ impl wit_call::Host for FlowState {
     async fn transfer(&mut self, target: String) -> HostResult<()> {
         let checked = check(!target.is_empty() && target.len() <= MAX_TARGET_LEN, || {
             format!("transfer target must be 1-{MAX_TARGET_LEN} bytes")
+        })
+        .and_then(|()| {
+            self.call.manifest().check_dial("transfer", &target).map_err(CallError::NotAllowed)
         });
         act!(self, checked, self.call.transfer(target))
     }

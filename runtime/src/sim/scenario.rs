@@ -34,6 +34,9 @@ pub struct Scenario {
     pub kv: BTreeMap<String, String>,
     pub expect: Vec<Expectation>,
     pub max_duration_ms: u64,
+    /// `[capabilities]`: what the flow is granted on this call instead of its own
+    /// `flow.toml`'s (an operator's narrower grant, say).
+    pub capabilities: Option<crate::manifest::Capabilities>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,7 +210,11 @@ pub enum ExpectKind {
         fields: serde_json::Map<String, serde_json::Value>,
     },
     Log(String),
-    Outcome(String),
+    /// The flow's outcome kind, and text its detail contains.
+    Outcome {
+        kind: String,
+        detail: Option<String>,
+    },
 }
 
 impl std::fmt::Display for ExpectKind {
@@ -234,7 +241,10 @@ impl std::fmt::Display for ExpectKind {
                 write!(f, "event {name} with {}", serde_json::Value::Object(fields.clone()))
             }
             ExpectKind::Log(t) => write!(f, "log containing {t:?}"),
-            ExpectKind::Outcome(o) => write!(f, "outcome {o}"),
+            ExpectKind::Outcome { kind, detail: None } => write!(f, "outcome {kind}"),
+            ExpectKind::Outcome { kind, detail: Some(d) } => {
+                write!(f, "outcome {kind} with {d:?} in its detail")
+            }
         }
     }
 }
@@ -288,6 +298,7 @@ struct RawScenario {
     #[serde(default)]
     expect: Vec<RawExpect>,
     max_duration_ms: Option<u64>,
+    capabilities: Option<crate::manifest::Capabilities>,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +335,8 @@ struct RawExpect {
     fields: Option<toml::Table>,
     log: Option<String>,
     outcome: Option<String>,
+    /// With `outcome`: text the outcome's detail contains.
+    detail: Option<String>,
     #[serde(default)]
     absent: bool,
     at_ms: Option<u64>,
@@ -384,6 +397,7 @@ impl Scenario {
             kv: raw.kv,
             expect,
             max_duration_ms: raw.max_duration_ms.unwrap_or(3_600_000),
+            capabilities: raw.capabilities,
         })
     }
 
@@ -483,7 +497,9 @@ fn convert_expect(e: RawExpect) -> Result<Expectation, String> {
         if !OUTCOME_KINDS.contains(&o.as_str()) {
             return Err(format!("outcome {o:?} is not one of {}", OUTCOME_KINDS.join(", ")));
         }
-        kinds.push(ExpectKind::Outcome(o));
+        kinds.push(ExpectKind::Outcome { kind: o, detail: e.detail });
+    } else if e.detail.is_some() {
+        return Err("`detail` only goes with `outcome`".into());
     }
     match kinds.len() {
         1 => Ok(Expectation { kind: kinds.remove(0), absent: e.absent, at_ms: e.at_ms }),
