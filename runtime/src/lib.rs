@@ -9,6 +9,8 @@
 //! - [`builder`]: builds flow crates into components.
 //! - [`routing`]: route patterns and the router that picks a flow for a called user.
 //! - [`calls`]: routes SIP calls to flows and runs them against real SIP dialogs.
+//! - [`node`]: a whole node (store, routes, SIP, media, calls, the outbox) started in one
+//!   place: what `vox serve`, tests and benchmarks run.
 //! - [`hub`]: the live calls of this node for the control API (list, hang up, redirect,
 //!   play), and what they report (events, recordings, CDRs).
 //!
@@ -23,6 +25,7 @@ pub mod flows;
 pub mod hub;
 pub mod kv;
 pub mod manifest;
+pub mod node;
 pub mod prompts;
 pub mod routing;
 pub mod sim;

@@ -12,10 +12,9 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use voxide_runtime::calls::{Originate, Route};
-use voxide_runtime::flows::FlowEngine;
 use voxide_runtime::hub::{CallHub, CallSnapshot, HubError, LegInfo};
-use voxide_runtime::manifest::Manifest;
-use voxide_store::{Cdr, CdrFilter, FlowVersion, RecordingMeta, Role, Store};
+pub use voxide_runtime::node::routes::VersionRoute;
+use voxide_store::{Cdr, CdrFilter, RecordingMeta, Role};
 
 use crate::{ApiError, ApiJson, ApiResult, ApiState, Auth, ErrorBody};
 
@@ -72,51 +71,6 @@ pub async fn load_target(s: &ApiState, tenant: &str, t: &FlowTarget) -> ApiResul
     let target =
         VersionRoute { tenant, version: &v, via: &via, vars, pattern: String::new(), weight: 100 };
     target.load(&s.store, &s.engine).await.map_err(internal)
-}
-
-/// A stored version as a [`Route`]: what the route loader and the call API both run.
-#[derive(Debug)]
-pub struct VersionRoute<'a> {
-    pub tenant: &'a str,
-    pub version: &'a FlowVersion,
-    /// How the version was chosen, for the label (` via live`, or empty).
-    pub via: &'a str,
-    pub vars: Vec<(String, String)>,
-    pub pattern: String,
-    pub weight: u32,
-}
-
-impl VersionRoute<'_> {
-    /// The route, with its flow compiled once per digest: an engine that has the flow already
-    /// reads no bytes from the store.
-    pub async fn load(self, store: &Store, engine: &FlowEngine) -> Result<Route, String> {
-        let v = self.version;
-        let flow = match engine.loaded_flow(&v.digest) {
-            Some(flow) => flow,
-            None => {
-                let bytes = store.component(&v.digest).await.map_err(|e| e.to_string())?;
-                let engine = engine.clone();
-                tokio::task::spawn_blocking(move || engine.load(&bytes))
-                    .await
-                    .map_err(|e| format!("loading {} v{}: {e}", v.flow, v.version))?
-                    .map_err(|e| format!("{} v{} no longer loads: {e}", v.flow, v.version))?
-            }
-        };
-        let manifest = Manifest::parse(&v.manifest).map_err(|e| {
-            format!("{} v{}: the stored manifest no longer parses: {e}", v.flow, v.version)
-        })?;
-        Ok(Route {
-            pattern: self.pattern,
-            name: v.flow.clone(),
-            label: format!("{} v{}{}", v.flow, v.version, self.via),
-            version: Some(v.version),
-            tenant: self.tenant.to_owned(),
-            flow,
-            vars: self.vars,
-            manifest: Arc::new(manifest),
-            weight: self.weight,
-        })
-    }
 }
 
 fn internal(message: String) -> ApiError {

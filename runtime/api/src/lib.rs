@@ -25,18 +25,23 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use voxide_runtime::flows::{FlowEngine, HANDLER_EXPORT, LoadError};
+use voxide_runtime::flows::FlowEngine;
 use voxide_runtime::hub::CallHub;
-use voxide_runtime::manifest::Manifest;
 use voxide_store::{
-    Alias, FlowSummary, FlowVersion, NewRoute, NewVersion, Principal, Role, Route, Store,
-    StoreError,
+    Alias, FlowSummary, FlowVersion, NewRoute, Principal, Role, Route, Store, StoreError,
 };
 
 pub mod calls;
 pub mod events;
 
-pub use events::{EventBus, RetryPolicy, deliver_webhooks, record_activity, signature};
+pub use voxide_runtime::node::outbox::{
+    EventBus, RetryPolicy, deliver_webhooks, record_activity, signature,
+};
+/// Checks an upload the way every deployment path must — the manifest's capabilities, then the
+/// component (WebAssembly, a component, the world this host serves, imports it can satisfy, a
+/// compile with `engine`) — and returns the version to store, or what is wrong. It compiles:
+/// call it off the async threads.
+pub use voxide_runtime::node::validate_version as validate;
 
 /// Largest component an upload may carry, unless configured otherwise (32 MiB).
 pub const DEFAULT_MAX_UPLOAD: usize = 32 << 20;
@@ -68,6 +73,18 @@ impl ApiState {
             hub: None,
             events: EventBus::default(),
             recordings_dir: None,
+        }
+    }
+
+    /// The API of a running node: its store, engine, calls, events and recordings; a change
+    /// through the API rebuilds the node's routing.
+    pub fn for_node(node: &voxide_runtime::node::Node) -> ApiState {
+        ApiState {
+            changes: node.changes().clone(),
+            hub: Some(node.hub().clone()),
+            events: node.events().clone(),
+            recordings_dir: Some(node.recordings_dir().to_owned()),
+            ..ApiState::new(node.store().clone(), node.engine().clone())
         }
     }
 
@@ -392,25 +409,6 @@ async fn upload_version(
     }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(Uploaded { version, created })))
-}
-
-/// Checks an upload the way every deployment path must — the manifest's capabilities, then the
-/// component (WebAssembly, a component, the world this host serves, imports it can satisfy, a
-/// compile with `engine`) — and returns the version to store, or what is wrong. It compiles:
-/// call it off the async threads.
-pub fn validate(
-    engine: &FlowEngine,
-    bytes: Vec<u8>,
-    manifest: String,
-) -> Result<NewVersion, String> {
-    Manifest::parse(&manifest).map_err(|e| e.to_string())?;
-    let flow = engine.load(&bytes).map_err(|e: LoadError| e.to_string())?;
-    Ok(NewVersion {
-        digest: flow.digest().to_owned(),
-        world: HANDLER_EXPORT.to_owned(),
-        manifest,
-        bytes,
-    })
 }
 
 /// Reads a body of at most `limit` bytes, or answers 413.
