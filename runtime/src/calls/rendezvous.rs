@@ -1,0 +1,237 @@
+//! Where calls meet: queues (a caller waits with hold music until an agent's `dial("queue:…")`
+//! takes them) and conference rooms. Both are per tenant.
+
+use super::*;
+
+/// A caller waiting in a queue for an agent.
+#[derive(Debug)]
+pub(super) struct Waiting {
+    leg: LegLink,
+    /// Closes when the caller leaves the queue or the conversation (hangs up).
+    caller_alive: tokio::sync::oneshot::Receiver<()>,
+    matched: tokio::sync::oneshot::Sender<Matched>,
+}
+
+/// What a queued caller learns when an agent takes the call.
+#[derive(Debug)]
+pub(super) struct Matched {
+    /// Closes when the agent's side of the conversation ends.
+    agent_alive: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The longest a caller waits in a queue before `enqueue` returns `err(timeout)`.
+const QUEUE_MAX_WAIT: Duration = Duration::from_secs(600);
+
+impl MediaServices {
+    pub(super) fn enqueue(&self, queue: &str, waiting: Waiting) {
+        if let Ok(mut queues) = self.queues.lock() {
+            queues.entry(queue.to_owned()).or_default().push_back(waiting);
+        }
+    }
+
+    /// The longest-waiting caller still there, taken off `queue`.
+    pub(super) fn next_caller(&self, queue: &str) -> Option<Waiting> {
+        let mut queues = self.queues.lock().ok()?;
+        let waiting = queues.get_mut(queue)?;
+        while let Some(mut w) = waiting.pop_front() {
+            // A caller who hung up has closed the channel: skip them.
+            if matches!(
+                w.caller_alive.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+            ) {
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    /// The room called `name`, created on first use.
+    pub(super) fn room(&self, name: &str) -> Room {
+        let Ok(mut rooms) = self.rooms.lock() else { return Room::new() };
+        if let Some(room) = rooms.get(name).and_then(WeakRoom::upgrade) {
+            return room;
+        }
+        // Forget rooms that ended, so names do not pile up.
+        rooms.retain(|_, r| r.upgrade().is_some());
+        let room = Room::new();
+        rooms.insert(name.to_owned(), room.downgrade());
+        room
+    }
+}
+
+impl SipCall {
+    /// `dial("queue:NAME")`: an agent takes the longest-waiting caller of a queue (waiting up to
+    /// `timeout_ms` for one) and talks to them until either hangs up.
+    pub(super) async fn take_from_queue(
+        &mut self,
+        queue: &str,
+        timeout_ms: u32,
+    ) -> CallResult<DialOutcome> {
+        let Some(media) = self.media.clone() else {
+            return Err(Self::unavailable("dial(queue:…)"));
+        };
+        let key = self.scoped(queue);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+        let caller = loop {
+            if let Some(caller) = media.next_caller(&key) {
+                break caller;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(DialOutcome::NoAnswer);
+            }
+            let poll = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
+            self.wait_until(poll, false).await?;
+        };
+        self.answer().await?;
+        let Some(agent_link) = self.session.as_ref().map(Session::link) else {
+            return Err(Self::unavailable("dial(queue:…)"));
+        };
+        if !bridge_links(&agent_link, &caller.leg) {
+            return Ok(DialOutcome::Failed("the caller left the queue".into()));
+        }
+        let (alive, agent_alive) = tokio::sync::oneshot::channel::<()>();
+        if caller.matched.send(Matched { agent_alive }).is_err() {
+            unbridge_links(&agent_link, &caller.leg);
+            return Ok(DialOutcome::Failed("the caller left the queue".into()));
+        }
+        tracing::info!(call = self.call.0, "took a caller from queue {queue}");
+        let start = tokio::time::Instant::now();
+        let mut caller_gone = caller.caller_alive;
+        let result = loop {
+            tokio::select! {
+                _ = &mut caller_gone => {
+                    let talk_ms = u32::try_from(start.elapsed().as_millis()).unwrap_or(u32::MAX);
+                    break Ok(DialOutcome::Answered { talk_ms });
+                }
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        break Err(CallError::Hangup);
+                    }
+                }
+            }
+        };
+        unbridge_links(&agent_link, &caller.leg);
+        drop(alive);
+        result
+    }
+
+    /// `enqueue`: hold music until an agent takes the call, then talk until either hangs up.
+    pub(super) async fn wait_in_queue(&mut self, queue: String) -> CallResult<()> {
+        self.live()?;
+        let Some(media) = self.media.clone() else { return Err(Self::unavailable("enqueue")) };
+        if queue.is_empty() || queue.len() > 128 {
+            return Err(CallError::InvalidArgument("queue names are 1-128 characters".into()));
+        }
+        self.answer().await?;
+        let Some(link) = self.session.as_ref().map(Session::link) else {
+            return Err(Self::unavailable("enqueue"));
+        };
+        let (alive, caller_alive) = tokio::sync::oneshot::channel::<()>();
+        let (matched, mut on_match) = tokio::sync::oneshot::channel();
+        media.enqueue(&self.scoped(&queue), Waiting { leg: link, caller_alive, matched });
+        tracing::info!(call = self.call.0, "waiting in queue {queue}");
+        // Hold music until an agent takes the call (or the wait is too long).
+        let hold = match media.prompts.play("hold-music.wav").await {
+            Ok(pcm) => pcm,
+            Err(_) => prompts::hold_music(),
+        };
+        let deadline = tokio::time::Instant::now() + QUEUE_MAX_WAIT;
+        let agent = loop {
+            let Some(session) = self.session.take() else {
+                return Err(Self::unavailable("enqueue"));
+            };
+            let mut done = session.play(hold.clone());
+            let mut session = Some(session);
+            let outcome = loop {
+                tokio::select! {
+                    _ = &mut done => break None,
+                    m = &mut on_match => break Some(m.map_err(|_| CallError::Failed("the queue went away".into()))),
+                    _ = tokio::time::sleep_until(deadline) => break Some(Err(CallError::Timeout)),
+                    signal = self.signals.recv() => {
+                        self.signal(signal.unwrap_or(Signal::CallerGone));
+                        if self.hung_up {
+                            break Some(Err(CallError::Hangup));
+                        }
+                    }
+                    event = media_event(&mut session) => match event {
+                        Some(MediaEvent::Dtmf { digit, .. }) => self.digit(digit),
+                        Some(MediaEvent::RtpTimeout) | None => {
+                            self.session = session.take();
+                            return Err(self.media_lost().await);
+                        }
+                    },
+                }
+            };
+            if let Some(s) = &session {
+                s.stop_play();
+            }
+            self.session = session;
+            match outcome {
+                None => continue, // the hold music ended: play it again
+                Some(result) => break result?,
+            }
+        };
+        // Bridged by the agent's side; talk until either side hangs up.
+        let mut agent_gone = agent.agent_alive;
+        let result = loop {
+            tokio::select! {
+                _ = &mut agent_gone => break Ok(()),
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        break Err(CallError::Hangup);
+                    }
+                }
+            }
+        };
+        drop(alive);
+        result
+    }
+
+    /// `conference`: join the tenant's room of that name until the others have left.
+    pub(super) async fn join_room(&mut self, room: String) -> CallResult<()> {
+        self.live()?;
+        let Some(media) = self.media.clone() else { return Err(Self::unavailable("conference")) };
+        if room.is_empty() || room.len() > 128 {
+            return Err(CallError::InvalidArgument("room names are 1-128 characters".into()));
+        }
+        self.answer().await?;
+        let Some(session) = self.session.take() else {
+            return Err(Self::unavailable("conference"));
+        };
+        // Rooms, like queues, are per tenant: another tenant's "support" is another room.
+        let room = media.room(&self.scoped(&room));
+        let mut done = room.join(&session);
+        drop(room);
+        tracing::info!(call = self.call.0, "joined conference");
+        let mut session = Some(session);
+        let result = loop {
+            tokio::select! {
+                // The others all left (or the room closed): the conference is over for us.
+                _ = &mut done => break Ok(()),
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        break Err(CallError::Hangup);
+                    }
+                }
+                event = media_event(&mut session) => match event {
+                    Some(MediaEvent::Dtmf { digit, .. }) => self.digit(digit),
+                    Some(MediaEvent::RtpTimeout) | None => {
+                        if let Some(s) = &session {
+                            Room::leave(s);
+                        }
+                        self.session = session.take();
+                        return Err(self.media_lost().await);
+                    }
+                },
+            }
+        };
+        if let Some(s) = &session {
+            Room::leave(s);
+        }
+        self.session = session;
+        result
+    }
+}
