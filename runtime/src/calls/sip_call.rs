@@ -56,12 +56,12 @@ impl SipCall {
     /// Our SDP for this call, opening the media leg first if needed: an answer to the
     /// INVITE's offer (the leg starts at once), or an offer when the INVITE had none (the
     /// leg starts when the ACK brings the answer). Signalling-only calls get an inactive SDP.
-    pub(super) async fn local_sdp(&mut self) -> CallResult<Vec<u8>> {
+    pub(super) async fn local_sdp(&mut self) -> Result<Vec<u8>, SdpError> {
         let Some(media) = self.media.clone() else { return Ok(self.sdp()) };
         if self.session.is_none() {
             let session = media.engine.open().await.map_err(|e| {
                 tracing::warn!(call = self.call.0, "no RTP port: {e}");
-                CallError::Failed(format!("no media port available: {e}"))
+                SdpError::NoPort(format!("no media port available: {e}"))
             })?;
             if let Some(live) = &self.live {
                 live.set_leg(session.link());
@@ -74,9 +74,9 @@ impl SipCall {
             return Ok(sdp::offer(&local, codecs(), MediaDirection::SendRecv).into_bytes());
         }
         let offer = sdp::parse(&self.offer)
-            .map_err(|e| CallError::Failed(format!("the caller's SDP is unusable: {e}")))?;
+            .map_err(|e| SdpError::Unusable(format!("the caller's SDP is unusable: {e}")))?;
         let (text, negotiated) = sdp::answer(&offer, &local, codecs(), MediaDirection::SendRecv)
-            .map_err(|e| CallError::Failed(format!("media negotiation failed: {e}")))?;
+            .map_err(|e| SdpError::Unusable(format!("media negotiation failed: {e}")))?;
         self.caller_codec = Some(negotiated.codec);
         session.start(negotiated);
         Ok(text.into_bytes())
@@ -104,10 +104,7 @@ impl SipCall {
         if self.session.is_some() || self.media.is_none() {
             return Ok(());
         }
-        let sdp = match self.local_sdp().await {
-            Ok(sdp) => sdp,
-            Err(e) => return Err(e),
-        };
+        let sdp = self.local_sdp().await?;
         if !self.answered {
             self.ringing = true;
             self.sip.send(Command::EarlyMedia { call: self.call, sdp }).await;
@@ -386,6 +383,34 @@ impl SipCall {
     }
 }
 
+/// Why a call has no SDP of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum SdpError {
+    /// No RTP port pair is free.
+    NoPort(String),
+    /// Nothing in the caller's offer is usable.
+    Unusable(String),
+}
+
+impl SdpError {
+    /// The final response refusing the call: 503 without ports, 488 when nothing in the
+    /// offer is usable (RFC 3264).
+    fn response(&self) -> (u16, &'static str) {
+        match self {
+            SdpError::NoPort(_) => (503, "Service Unavailable"),
+            SdpError::Unusable(_) => (488, "Not Acceptable Here"),
+        }
+    }
+}
+
+impl From<SdpError> for CallError {
+    fn from(e: SdpError) -> CallError {
+        match e {
+            SdpError::NoPort(m) | SdpError::Unusable(m) => CallError::Failed(m),
+        }
+    }
+}
+
 #[async_trait]
 impl CallControl for SipCall {
     async fn answer(&mut self) -> CallResult<()> {
@@ -394,18 +419,12 @@ impl CallControl for SipCall {
             let sdp = match self.local_sdp().await {
                 Ok(sdp) => sdp,
                 Err(e) => {
-                    // 488 when nothing in the offer is usable (RFC 3264), 503 without ports.
-                    let (code, reason) = if matches!(&e, CallError::Failed(m) if m.starts_with("no media port"))
-                    {
-                        (503, "Service Unavailable")
-                    } else {
-                        (488, "Not Acceptable Here")
-                    };
+                    let (code, reason) = e.response();
                     self.ended = true;
                     self.sip
                         .send(Command::Reject { call: self.call, code, reason: reason.into() })
                         .await;
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
             self.answered = true;
