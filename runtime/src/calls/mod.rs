@@ -67,6 +67,7 @@ pub(crate) use originate::Originator;
 use originate::inactive_sdp;
 pub use originate::{Originate, originate};
 use rendezvous::Waiting;
+use sip_call::Wake;
 
 /// The user part of a SIP/SIPS/tel Request-URI (`sip:hello@host` → `hello`).
 pub fn request_user(request: &Message) -> Option<String> {

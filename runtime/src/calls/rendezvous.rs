@@ -148,18 +148,10 @@ impl SipCall {
                     _ = &mut done => break None,
                     m = &mut on_match => break Some(m.map_err(|_| CallError::Failed("the queue went away".into()))),
                     _ = tokio::time::sleep_until(deadline) => break Some(Err(CallError::Timeout)),
-                    signal = self.signals.recv() => {
-                        self.signal(signal.unwrap_or(Signal::CallerGone));
-                        if self.hung_up {
-                            break Some(Err(CallError::Hangup));
-                        }
-                    }
-                    event = media_event(&mut session) => match event {
-                        Some(MediaEvent::Dtmf { digit, .. }) => self.digit(digit),
-                        Some(MediaEvent::RtpTimeout) | None => {
-                            self.session = session.take();
-                            return Err(self.media_lost().await);
-                        }
+                    wake = self.next_event(&mut session) => match wake {
+                        Wake::Gone => break Some(Err(CallError::Hangup)),
+                        Wake::MediaLost => return Err(CallError::Hangup),
+                        Wake::Digit | Wake::Signal => {}
                     },
                 }
             };
@@ -210,21 +202,15 @@ impl SipCall {
             tokio::select! {
                 // The others all left (or the room closed): the conference is over for us.
                 _ = &mut done => break Ok(()),
-                signal = self.signals.recv() => {
-                    self.signal(signal.unwrap_or(Signal::CallerGone));
-                    if self.hung_up {
-                        break Err(CallError::Hangup);
-                    }
-                }
-                event = media_event(&mut session) => match event {
-                    Some(MediaEvent::Dtmf { digit, .. }) => self.digit(digit),
-                    Some(MediaEvent::RtpTimeout) | None => {
-                        if let Some(s) = &session {
+                wake = self.next_event(&mut session) => match wake {
+                    Wake::Gone => break Err(CallError::Hangup),
+                    Wake::MediaLost => {
+                        if let Some(s) = &self.session {
                             Room::leave(s);
                         }
-                        self.session = session.take();
-                        return Err(self.media_lost().await);
+                        return Err(CallError::Hangup);
                     }
+                    Wake::Digit | Wake::Signal => {}
                 },
             }
         };

@@ -144,26 +144,13 @@ impl SipCall {
         let result = loop {
             tokio::select! {
                 _ = &mut done => break Ok(false),
-                signal = self.signals.recv() => {
-                    self.signal(signal.unwrap_or(Signal::CallerGone));
-                    if self.hung_up {
-                        break Err(CallError::Hangup);
-                    }
-                    if barge_in && !self.dtmf.is_empty() {
+                wake = self.next_event(&mut session) => match wake {
+                    Wake::Gone => break Err(CallError::Hangup),
+                    Wake::MediaLost => return Err(CallError::Hangup),
+                    Wake::Digit | Wake::Signal if barge_in && !self.dtmf.is_empty() => {
                         break Ok(true);
                     }
-                }
-                event = media_event(&mut session) => match event {
-                    Some(MediaEvent::Dtmf { digit, .. }) => {
-                        self.digit(digit);
-                        if barge_in {
-                            break Ok(true);
-                        }
-                    }
-                    Some(MediaEvent::RtpTimeout) | None => {
-                        self.session = session.take();
-                        return Err(self.media_lost().await);
-                    }
+                    Wake::Digit | Wake::Signal => {}
                 },
             }
         };
@@ -198,6 +185,31 @@ impl SipCall {
         }
     }
 
+    /// The next thing that happens to the call while a verb waits on it with its media leg
+    /// taken out as `session`: a signal (applied), or a media event of `session` (a digit is
+    /// queued). When the leg has ended (RTP timeout), the leg is put back, the call is hung up
+    /// and `MediaLost` is returned: the verb then returns `Hangup`.
+    pub(super) async fn next_event(&mut self, session: &mut Option<Session>) -> Wake {
+        tokio::select! {
+            signal = self.signals.recv() => {
+                // A closed channel means the dispatcher is gone: treat as the caller gone.
+                self.signal(signal.unwrap_or(Signal::CallerGone));
+                if self.hung_up { Wake::Gone } else { Wake::Signal }
+            }
+            event = media_event(session) => match event {
+                Some(MediaEvent::Dtmf { digit, .. }) => {
+                    self.digit(digit);
+                    Wake::Digit
+                }
+                Some(MediaEvent::RtpTimeout) | None => {
+                    self.session = session.take();
+                    self.media_lost().await;
+                    Wake::MediaLost
+                }
+            },
+        }
+    }
+
     /// A digit from the caller: queued for `gather`, reported as `call.dtmf`.
     pub(super) fn digit(&mut self, digit: char) {
         self.dtmf.push_back(digit);
@@ -228,19 +240,10 @@ impl SipCall {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break Ok(false),
-                signal = self.signals.recv() => {
-                    // A closed channel means the dispatcher is gone: treat as the caller gone.
-                    self.signal(signal.unwrap_or(Signal::CallerGone));
-                    if self.hung_up {
-                        break Err(CallError::Hangup);
-                    }
-                }
-                event = media_event(&mut session) => match event {
-                    Some(MediaEvent::Dtmf { digit, .. }) => self.digit(digit),
-                    Some(MediaEvent::RtpTimeout) | None => {
-                        self.session = session.take();
-                        return Err(self.media_lost().await);
-                    }
+                wake = self.next_event(&mut session) => match wake {
+                    Wake::Gone => break Err(CallError::Hangup),
+                    Wake::MediaLost => return Err(CallError::Hangup),
+                    Wake::Digit | Wake::Signal => {}
                 },
             }
         };
@@ -381,6 +384,19 @@ impl SipCall {
     pub(super) async fn legs_for(&self, target: &str, from: &str) -> Result<Vec<Outbound>, String> {
         legs_for(&self.sip, self.advertised, target, from, &self.sdp()).await
     }
+}
+
+/// What woke a verb waiting on its call ([`SipCall::next_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wake {
+    /// The caller left, or the API ended or redirected the call.
+    Gone,
+    /// A signal was applied (a SIP INFO digit, the ACK's answer, a REFER response).
+    Signal,
+    /// A digit arrived in the media (RFC 4733 or in-band), queued for `gather`.
+    Digit,
+    /// The media leg ended (no RTP): the call has been hung up.
+    MediaLost,
 }
 
 /// Why a call has no SDP of ours.
