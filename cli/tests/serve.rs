@@ -935,6 +935,7 @@ fn http_health_and_metrics_for_operators() {
         "voxide_sip_rejected_total",
         "voxide_media_legs",
         "voxide_flows_loaded",
+        "voxide_dtmf_shed_total",
     ] {
         let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default();
         assert!(

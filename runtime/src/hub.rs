@@ -17,7 +17,7 @@ use voxide_sip::shell::{Command, SipHandle};
 use voxide_sip::ua::CallRef;
 
 use crate::admission::{Admission, OriginateLimits, Permit};
-use crate::calls::{Route, Signal};
+use crate::calls::{Route, Signal, SignalSender};
 use crate::manifest::Manifest;
 
 /// Unix time in milliseconds.
@@ -147,7 +147,7 @@ struct LiveState {
     leg: Option<LegLink>,
     /// An injected prompt still playing: the flow's next prompt waits for it.
     injected: Option<oneshot::Receiver<bool>>,
-    signals: Option<mpsc::UnboundedSender<Signal>>,
+    signals: Option<SignalSender>,
     /// Ended through the API (the CDR says so).
     hung_up_by_api: bool,
     /// The SIP dialog to end on `hangup`.
@@ -219,12 +219,7 @@ impl LiveCall {
         }
     }
 
-    pub(crate) fn set_signals(
-        &self,
-        signals: mpsc::UnboundedSender<Signal>,
-        sip: SipHandle,
-        call: CallRef,
-    ) {
+    pub(crate) fn set_signals(&self, signals: SignalSender, sip: SipHandle, call: CallRef) {
         let mut s = self.lock();
         s.signals = Some(signals);
         s.sip = Some((sip, call));
@@ -469,7 +464,7 @@ impl CallHub {
             (s.signals.clone(), s.sip.clone())
         };
         if let Some(signals) = signals {
-            let _ = signals.send(Signal::CallerGone);
+            signals.send(Signal::CallerGone);
         }
         if let Some((sip, leg)) = sip {
             sip.send(Command::Hangup(leg)).await;
@@ -491,7 +486,7 @@ impl CallHub {
         let label = route.label.clone();
         s.redirect = Some(route);
         drop(s);
-        let _ = signals.send(Signal::Redirect);
+        signals.send(Signal::Redirect);
         call.event("call.redirected", serde_json::json!({ "flow": label }));
         Ok(())
     }

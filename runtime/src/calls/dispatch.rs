@@ -19,7 +19,7 @@ pub async fn serve(
         media: media.clone(),
         kv: kv.clone(),
     });
-    let mut live: HashMap<CallRef, mpsc::UnboundedSender<Signal>> = HashMap::new();
+    let mut live: HashMap<CallRef, SignalSender> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CallRef>();
     loop {
         tokio::select! {
@@ -28,7 +28,7 @@ pub async fn serve(
                 match event {
                     Event::Incoming { call, request, peer } => {
                         let user = request_user(&request).unwrap_or_default();
-                        let (tx, rx) = mpsc::unbounded_channel();
+                        let (tx, rx) = signals::channel();
                         // An exact route wins; then a registered user is rung directly;
                         // then prefix and catch-all routes.
                         // The routes as of now: a change made through the API applies to
@@ -84,22 +84,22 @@ pub async fn serve(
                     }
                     Event::Cancelled { call } | Event::HungUp { call } | Event::NoAck { call } | Event::Ended { call } => {
                         if let Some(tx) = live.get(&call) {
-                            let _ = tx.send(Signal::CallerGone);
+                            tx.send(Signal::CallerGone);
                         }
                     }
                     Event::Dtmf { call, digit, .. } => {
                         if let Some(tx) = live.get(&call) {
-                            let _ = tx.send(Signal::Dtmf(digit));
+                            tx.send(Signal::Dtmf(digit));
                         }
                     }
                     Event::ReferAnswered { call, code } => {
                         if let Some(tx) = live.get(&call) {
-                            let _ = tx.send(Signal::Referred(code));
+                            tx.send(Signal::Referred(code));
                         }
                     }
                     Event::AckAnswer { call, sdp } => {
                         if let Some(tx) = live.get(&call) {
-                            let _ = tx.send(Signal::AckAnswer(sdp));
+                            tx.send(Signal::AckAnswer(sdp));
                         }
                     }
                     // Outbound-call events go to the dialling call's own channel.

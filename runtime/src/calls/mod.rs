@@ -58,6 +58,7 @@ mod dial;
 mod dispatch;
 mod originate;
 mod rendezvous;
+mod signals;
 mod sip_call;
 
 use dial::{LegEnd, leg_end, legs_for, ring_user};
@@ -67,6 +68,9 @@ pub(crate) use originate::Originator;
 use originate::inactive_sdp;
 pub use originate::{Originate, originate};
 use rendezvous::Waiting;
+pub(crate) use signals::SignalSender;
+use signals::Signals;
+pub use signals::digits_shed;
 use sip_call::Wake;
 
 /// The user part of a SIP/SIPS/tel Request-URI (`sip:hello@host` → `hello`).
@@ -115,7 +119,7 @@ pub struct CallServices {
 pub struct SipCall {
     call: CallRef,
     sip: SipHandle,
-    signals: mpsc::UnboundedReceiver<Signal>,
+    signals: Signals,
     hung_up: bool,
     ended: bool,
     answered: bool,

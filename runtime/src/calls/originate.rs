@@ -76,7 +76,7 @@ pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapsho
         return Err(HubError::Invalid(format!("{}: not a valid SIP target", req.to)));
     };
     let live = hub.start(&req.tenant, "outbound", from.clone(), req.to.clone(), &req.route);
-    let (signals_tx, mut signals) = mpsc::unbounded_channel();
+    let (signals_tx, mut signals) = signals::channel();
     live.set_signals(signals_tx.clone(), ctx.sip.clone(), leg);
     let snapshot = live.snapshot();
     tracing::info!(call = %live.id, to = %req.to, flow = %req.route.label, "placing a call");
@@ -144,7 +144,7 @@ pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapsho
                     Event::ReferAnswered { code, .. } => Signal::Referred(code),
                     _ => continue,
                 };
-                if signals_tx.send(signal).is_err() {
+                if !signals_tx.send(signal) {
                     return;
                 }
             }

@@ -8,7 +8,7 @@ impl SipCall {
     pub(super) fn new(
         call: CallRef,
         sip: SipHandle,
-        signals: mpsc::UnboundedReceiver<Signal>,
+        signals: Signals,
         advertised: SocketAddr,
         caller: String,
     ) -> SipCall {
@@ -163,7 +163,7 @@ impl SipCall {
     }
 
     pub(super) fn live(&mut self) -> CallResult<()> {
-        while let Ok(signal) = self.signals.try_recv() {
+        while let Some(signal) = self.signals.try_recv() {
             self.signal(signal);
         }
         if self.hung_up || self.ended { Err(CallError::Hangup) } else { Ok(()) }
@@ -612,7 +612,7 @@ impl CallControl for SipCall {
         if !self.redirecting {
             return false;
         }
-        while let Ok(signal) = self.signals.try_recv() {
+        while let Some(signal) = self.signals.try_recv() {
             self.signal(signal);
         }
         self.redirecting = false;

@@ -267,9 +267,12 @@ impl Metrics {
              # HELP voxide_media_legs Media legs (RTP port pairs) open.\n# TYPE voxide_media_legs gauge\n\
              voxide_media_legs {}\n\
              # HELP voxide_flows_loaded Flow versions compiled in memory (routed, running, or used lately).\n\
-             # TYPE voxide_flows_loaded gauge\nvoxide_flows_loaded {}\n",
+             # TYPE voxide_flows_loaded gauge\nvoxide_flows_loaded {}\n\
+             # HELP voxide_dtmf_shed_total Digits dropped because a call's queue of 64 was full (a flood).\n\
+             # TYPE voxide_dtmf_shed_total counter\nvoxide_dtmf_shed_total {}\n",
             self.media.engine.legs_in_use(),
-            self.engine.free_unused()
+            self.engine.free_unused(),
+            calls::digits_shed()
         )
     }
 }
