@@ -2,7 +2,9 @@
 //!
 //! - [`call`]: the seam between a flow and its call — the [`call::CallControl`] trait that the
 //!   simulator and (later) the SIP/RTP call implement.
-//! - [`flows`]: the wasmtime host — compile, cache, sandbox and run flow components.
+//! - [`sandbox`]: the wasmtime engine, pool, compile cache and per-instance limits every
+//!   kind of guest (every *world*) shares.
+//! - [`flows`]: the `voxide:flow` world — load flow components and run one per call.
 //! - [`sim`]: the simulated caller and scenario runner behind `vox test`.
 //! - [`kv`]: per-flow key-value state.
 //! - [`manifest`]: what a flow declares it may do (`flow.toml`), checked on every call.
@@ -28,4 +30,5 @@ pub mod manifest;
 pub mod node;
 pub mod prompts;
 pub mod routing;
+pub mod sandbox;
 pub mod sim;

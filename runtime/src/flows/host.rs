@@ -55,7 +55,7 @@ impl FlowState {
     fn finish<T>(&mut self, dispatched: bool, result: CallResult<T>) -> Result<T, wit::CallError> {
         self.actions += 1;
         if dispatched && !self.call_over {
-            self.cpu_ticks = 0;
+            self.guest.reset_cpu();
         }
         if matches!(result, Err(CallError::Hangup)) {
             self.call_over = true;
@@ -216,7 +216,7 @@ impl wit_call::Host for FlowState {
         self.actions += 1;
         if !self.call_over {
             self.call.hangup().await;
-            self.cpu_ticks = 0;
+            self.guest.reset_cpu();
             self.call_over = true;
         }
         Ok(())

@@ -1,4 +1,5 @@
 //! The flow engine: compiles flow components once, then runs one sandboxed instance per call.
+//! The world `voxide:flow@0.1.0` on the shared [`crate::sandbox`].
 //!
 //! Lifecycle: [`FlowEngine::load`] validates a component (is it a component, does it export
 //! `voxide:flow/handler@0.1.0`, are all its imports ones we provide), compiles it with Cranelift
@@ -8,26 +9,25 @@
 //! WASI context that grants nothing (no files, env, sockets; stdout/stderr captured). A trap,
 //! deadline or panic ends only that call and is reported as a [`FlowOutcome`].
 
-mod cache;
 mod host;
-mod stdio;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::Store;
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
 pub use host::HANDLER_EXPORT;
 
 use crate::call::{CallControl, CallId, CallInfo};
 use crate::kv::KvNamespace;
-
-/// How often the engine's epoch advances; the granularity of CPU budgets.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+use crate::sandbox::{
+    Compiled, Guest, GuestState, InstanceLimits, Loader, Sandbox, SandboxConfig, World,
+    describe_trap, stdio,
+};
+pub use crate::sandbox::{LoadError, LoadSource};
 
 /// Per-call sandbox limits.
 #[derive(Debug, Clone)]
@@ -81,38 +81,12 @@ impl Default for FlowEngineConfig {
     }
 }
 
-/// Why a component could not be loaded as a flow. Messages say what was found and what to do.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoadError {
-    #[error("not a WebAssembly file (it does not start with the \\0asm magic)")]
-    NotWasm,
-    #[error(
-        "this is a core WebAssembly module, not a component; build flows with \
-         `cargo build --target wasm32-wasip2` (or `vox build`)"
-    )]
-    CoreModule,
-    #[error("invalid component: {0}")]
-    Invalid(String),
-    #[error("component does not export {HANDLER_EXPORT} (found exports: {found})")]
-    WrongWorld { found: String },
-    #[error(
-        "component imports {import}, which this host does not provide; flows may import only voxide:flow@0.1.0 and wasi:* 0.2 interfaces"
-    )]
-    UnknownImport { import: String },
-    #[error("flow cache: {0}")]
-    Cache(String),
-}
-
 /// A compiled, validated, pre-linked flow. Cheap to clone; shared by all calls running it.
 /// Its compiled code lives as long as a clone does (routes and running calls hold them).
 #[derive(Clone)]
-pub struct Flow(Arc<Compiled>);
+pub struct Flow(Arc<Compiled<FlowPre>>);
 
-struct Compiled {
-    digest: String,
-    pre: host::bindings::FlowPre<FlowState>,
-}
+type FlowPre = host::bindings::FlowPre<FlowState>;
 
 impl std::fmt::Debug for Flow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,67 +99,6 @@ impl Flow {
     pub fn digest(&self) -> &str {
         &self.0.digest
     }
-}
-
-/// The flows an engine has loaded, by digest: found again without their bytes while anything
-/// holds them, and kept for [`FlowEngineConfig::keep_unused`] after they were last loaded or
-/// looked up even if nothing does (an upload is routed moments later). Then they are freed: a
-/// long-running server that sees many versions deployed keeps only what it runs.
-#[derive(Default)]
-struct Loaded {
-    flows: std::collections::HashMap<String, Held>,
-    swept: Option<Instant>,
-}
-
-struct Held {
-    flow: std::sync::Weak<Compiled>,
-    /// Kept alive until `used` + keep_unused.
-    pin: Option<Flow>,
-    used: Instant,
-}
-
-impl Loaded {
-    fn get(&mut self, digest: &str, keep: Duration) -> Option<Flow> {
-        self.sweep(keep);
-        let held = self.flows.get_mut(digest)?;
-        let flow = Flow(held.flow.upgrade()?);
-        held.used = Instant::now();
-        held.pin = Some(flow.clone());
-        Some(flow)
-    }
-
-    fn insert(&mut self, flow: &Flow) {
-        let held =
-            Held { flow: Arc::downgrade(&flow.0), pin: Some(flow.clone()), used: Instant::now() };
-        self.flows.insert(flow.0.digest.clone(), held);
-    }
-
-    /// Unpins what has gone unused for `keep` and forgets what nothing holds any more; at
-    /// most every `keep` / 4, so a lookup stays O(1) amortised.
-    fn sweep(&mut self, keep: Duration) {
-        let now = Instant::now();
-        if self.swept.is_some_and(|at| now.duration_since(at) < keep / 4) {
-            return;
-        }
-        self.swept = Some(now);
-        self.flows.retain(|_, held| {
-            if now.duration_since(held.used) >= keep {
-                held.pin = None;
-            }
-            held.pin.is_some() || held.flow.strong_count() > 0
-        });
-    }
-}
-
-/// Where [`FlowEngine::load_with_source`] found the compiled code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadSource {
-    /// Already loaded by this engine.
-    Memory,
-    /// Precompiled artifact from the on-disk cache; Cranelift skipped.
-    DiskCache,
-    /// Compiled now with Cranelift.
-    Compiled,
 }
 
 /// How a call's flow ended. Every call gets exactly one.
@@ -287,13 +200,7 @@ pub(crate) struct FlowState {
     call_id: CallId,
     call: Box<dyn CallControl>,
     kv: KvNamespace,
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: Limiter,
-    /// Epoch ticks of guest CPU since the last call action.
-    cpu_ticks: u32,
-    cpu_budget_ticks: u32,
-    deadline_hit: bool,
+    guest: GuestState,
     actions: u64,
     /// The flow has been told the call is over (`err(hangup)`) or ended it itself.
     call_over: bool,
@@ -301,58 +208,40 @@ pub(crate) struct FlowState {
 
 impl WasiView for FlowState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        self.guest.wasi()
     }
 }
 
-/// Memory and table caps; records which cap was hit so the outcome can name it. The memory
-/// cap is per call: all linear memories of the instance count against one total.
-struct Limiter {
-    memory_bytes: usize,
-    memory_total: usize,
-    table_elements: usize,
-    memory_exceeded: bool,
+impl Guest for FlowState {
+    fn guest(&mut self) -> &mut GuestState {
+        &mut self.guest
+    }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("flow memory limit of {0} bytes exceeded")]
-struct MemoryLimitExceeded(usize);
+/// `voxide:flow@0.1.0`: exports the handler, imports the call, KV, events, log and WASI.
+struct FlowWorld;
 
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let total = self.memory_total.saturating_add(desired.saturating_sub(current));
-        if total > self.memory_bytes {
-            self.memory_exceeded = true;
-            // Trap rather than return -1 from memory.grow: a guest allocator that keeps
-            // retrying would otherwise spin until its CPU budget.
-            return Err(MemoryLimitExceeded(self.memory_bytes).into());
-        }
-        self.memory_total = total;
-        Ok(true)
+impl World for FlowWorld {
+    type State = FlowState;
+    type Pre = FlowPre;
+    const EXPORT: &'static str = HANDLER_EXPORT;
+    const IMPORTS: &'static str =
+        "flows may import only voxide:flow@0.1.0 and wasi:* 0.2 interfaces";
+
+    fn provides(import: &str) -> bool {
+        import.starts_with("wasi:")
+            || (import.starts_with("voxide:flow/") && import.ends_with("@0.1.0"))
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= self.table_elements)
+    fn link(linker: &mut Linker<FlowState>) -> anyhow::Result<()> {
+        wasmtime_wasi::p2::add_to_linker_async(linker)
+            .map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
+        host::bindings::Flow::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking voxide:flow: {e:#}"))
     }
 
-    fn instances(&self) -> usize {
-        16
-    }
-    fn tables(&self) -> usize {
-        16
-    }
-    fn memories(&self) -> usize {
-        2
+    fn pre(pre: InstancePre<FlowState>) -> wasmtime::Result<FlowPre> {
+        FlowPre::new(pre)
     }
 }
 
@@ -369,61 +258,27 @@ impl std::fmt::Debug for FlowEngine {
 }
 
 struct Inner {
-    engine: Engine,
-    linker: Linker<FlowState>,
+    flows: Loader<FlowWorld>,
     config: FlowEngineConfig,
-    loaded: Mutex<Loaded>,
-    stop_ticker: Arc<AtomicBool>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
-    }
 }
 
 impl FlowEngine {
-    /// Builds the wasmtime engine (pooling allocator sized for `max_concurrent_calls`,
-    /// epoch interruption) and the linker with WASI and the `voxide:flow` imports.
+    /// Builds the shared sandbox (wasmtime engine with a pooling allocator sized for
+    /// `max_concurrent_calls`, epoch interruption) and the flow world's linker.
     pub fn new(config: FlowEngineConfig) -> anyhow::Result<Self> {
-        let n = config.max_concurrent_calls.max(1);
-        let mut pool = PoolingAllocationConfig::new();
-        // A Rust wasip2 flow is one component with ~3 core instances (main module plus the
-        // shim and fixup modules wasm-component-ld adds), one memory and a few tables.
-        pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(4))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(4))
-            .total_stacks(n)
-            .max_memory_size(config.limits.memory_bytes)
-            .table_elements(config.limits.table_elements);
+        let sandbox = Sandbox::new(SandboxConfig {
+            instances: config.max_concurrent_calls,
+            max_memory_bytes: config.limits.memory_bytes,
+            max_table_elements: config.limits.table_elements,
+            cache_dir: config.cache_dir.clone(),
+            keep_unused: config.keep_unused,
+        })?;
+        Ok(FlowEngine { inner: Arc::new(Inner { flows: Loader::new(&sandbox)?, config }) })
+    }
 
-        let mut wasm = wasmtime::Config::new();
-        wasm.epoch_interruption(true)
-            .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool))
-            // max_wasm_stack must stay below the async fiber stack.
-            .max_wasm_stack(512 << 10)
-            .async_stack_size(1 << 20);
-        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
-
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
-        host::bindings::Flow::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("linking voxide:flow: {e:#}"))?;
-
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
-
-        Ok(FlowEngine {
-            inner: Arc::new(Inner {
-                engine,
-                linker,
-                config,
-                loaded: Mutex::default(),
-                stop_ticker,
-            }),
-        })
+    /// The sandbox this engine runs flows in; other worlds (pacing strategies) share it.
+    pub fn sandbox(&self) -> &Sandbox {
+        self.inner.flows.sandbox()
     }
 
     /// The configuration this engine was built with.
@@ -438,67 +293,24 @@ impl FlowEngine {
 
     /// [`load`](Self::load), also telling where the compiled code came from.
     pub fn load_with_source(&self, bytes: &[u8]) -> Result<(Flow, LoadSource), LoadError> {
-        check_header(bytes)?;
-        let digest = cache::digest(bytes);
-        if let Some(flow) = self.loaded_flow(&digest) {
-            return Ok((flow, LoadSource::Memory));
-        }
-        let inner = &self.inner;
-        let (component, source) = match &inner.config.cache_dir {
-            Some(dir) => cache::compile_cached(&inner.engine, dir, &digest, bytes)?,
-            None => (compile(&inner.engine, bytes)?, LoadSource::Compiled),
-        };
-        let flow = self.prepare(digest, &component)?;
-        self.loaded().insert(&flow);
-        Ok((flow, source))
-    }
-
-    fn loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
-        self.inner.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.flows.load(bytes).map(|(compiled, source)| (Flow(compiled), source))
     }
 
     /// Forgets in-memory compiled flows (the disk cache stays). Used by benchmarks.
     pub fn clear_memory_cache(&self) {
-        self.loaded().flows.clear();
+        self.inner.flows.clear();
     }
 
     /// A flow this engine has loaded and not yet freed, by its `sha256:` digest (no bytes
     /// needed).
     pub fn loaded_flow(&self, digest: &str) -> Option<Flow> {
-        self.loaded().get(digest, self.inner.config.keep_unused)
+        self.inner.flows.get(digest).map(Flow)
     }
 
     /// Frees the flows nothing holds that have gone unused for `keep_unused` (lookups do it
     /// too, at most every `keep_unused` / 4); returns how many stay compiled in memory.
     pub fn free_unused(&self) -> usize {
-        let mut loaded = self.loaded();
-        loaded.swept = None;
-        loaded.sweep(self.inner.config.keep_unused);
-        loaded.flows.len()
-    }
-
-    fn prepare(&self, digest: String, component: &Component) -> Result<Flow, LoadError> {
-        let engine = &self.inner.engine;
-        let ty = component.component_type();
-        if ty.get_export(engine, HANDLER_EXPORT).is_none() {
-            let found: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-            let found = if found.is_empty() { "none".to_owned() } else { found.join(", ") };
-            return Err(LoadError::WrongWorld { found });
-        }
-        let instance_pre = self.inner.linker.instantiate_pre(component).map_err(|e| {
-            // Name the first import we cannot satisfy; fall back to wasmtime's message.
-            let missing = ty.imports(engine).map(|(name, _)| name.to_owned()).find(|name| {
-                !(name.starts_with("wasi:")
-                    || (name.starts_with("voxide:flow/") && name.ends_with("@0.1.0")))
-            });
-            match missing {
-                Some(import) => LoadError::UnknownImport { import },
-                None => LoadError::Invalid(format!("{e:#}")),
-            }
-        })?;
-        let pre = host::bindings::FlowPre::new(instance_pre)
-            .map_err(|e| LoadError::WrongWorld { found: format!("{e:#}") })?;
-        Ok(Flow(Arc::new(Compiled { digest, pre })))
+        self.inner.flows.free_unused()
     }
 
     /// One call's store: its own WASI context granting nothing, the memory/table limiter, and
@@ -511,47 +323,21 @@ impl FlowEngine {
         stderr: stdio::TailBuffer,
     ) -> Store<FlowState> {
         let limits = &self.inner.config.limits;
-        let wasi = WasiCtx::builder().stdout(stdio::TailBuffer::new(0)).stderr(stderr).build();
-        let budget_ticks = (limits.cpu_budget.as_millis() / EPOCH_TICK.as_millis()).max(1);
+        let limits = InstanceLimits {
+            cpu_budget: limits.cpu_budget,
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+            max_resources: limits.max_resources,
+        };
         let state = FlowState {
             call_id,
             call,
             kv,
-            wasi,
-            table: {
-                // Without a cap a guest could pile up WASI handles in host memory within
-                // its CPU budget; past it, the WASI call traps and ends the call.
-                let mut table = ResourceTable::new();
-                table.set_max_capacity(limits.max_resources);
-                table
-            },
-            limiter: Limiter {
-                memory_bytes: limits.memory_bytes,
-                memory_total: 0,
-                table_elements: limits.table_elements,
-                memory_exceeded: false,
-            },
-            cpu_ticks: 0,
-            cpu_budget_ticks: u32::try_from(budget_ticks).unwrap_or(u32::MAX),
-            deadline_hit: false,
+            guest: GuestState::new(&limits, stderr),
             actions: 0,
             call_over: false,
         };
-        let mut store = Store::new(&self.inner.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let s = ctx.data_mut();
-            s.cpu_ticks += 1;
-            if s.cpu_ticks > s.cpu_budget_ticks {
-                s.deadline_hit = true;
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            // Yield through tokio so a busy guest shares its worker thread fairly; the plain
-            // `Yield` variant starved tokio timers in our spike.
-            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
-        });
-        store
+        self.sandbox().store(state)
     }
 
     /// Measures the fixed cost of a call without running the flow: returns (time to
@@ -654,64 +440,12 @@ fn classify(
         Ok(Err(message)) => FlowOutcome::FlowError(message),
         Err(Fault::TooLong) => FlowOutcome::DurationExceeded { limit: limits.max_call_duration },
         Err(Fault::Instantiate(e)) => FlowOutcome::InstantiateFailed(format!("{e:#}")),
-        Err(Fault::Trap(_)) if state.limiter.memory_exceeded => {
+        Err(Fault::Trap(_)) if state.guest.memory_exceeded() => {
             FlowOutcome::MemoryExceeded { limit_bytes: limits.memory_bytes }
         }
-        Err(Fault::Trap(_)) if state.deadline_hit => {
+        Err(Fault::Trap(_)) if state.guest.deadline_hit() => {
             FlowOutcome::DeadlineExceeded { budget: limits.cpu_budget }
         }
-        Err(Fault::Trap(e)) => {
-            let what = match e.downcast_ref::<Trap>() {
-                Some(Trap::UnreachableCodeReached) => "the flow panicked".to_owned(),
-                Some(Trap::StackOverflow) => "stack overflow (recursion too deep)".to_owned(),
-                Some(trap) => trap.to_string(),
-                None => format!("{e:#}"),
-            };
-            match last_line(stderr) {
-                Some(line) => FlowOutcome::Trapped(format!("{what}: {line}")),
-                None => FlowOutcome::Trapped(what),
-            }
-        }
+        Err(Fault::Trap(e)) => FlowOutcome::Trapped(describe_trap(&e, "flow", stderr)),
     }
-}
-
-/// The most useful line of captured stderr: a Rust panic prints `panicked at …:` then the
-/// message on the next line, so prefer the line after "panicked at".
-fn last_line(stderr: &str) -> Option<String> {
-    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    if let Some(i) = lines.iter().position(|l| l.contains("panicked at")) {
-        let mut msg = lines[i].to_owned();
-        if let Some(next) = lines.get(i + 1).filter(|l| !l.starts_with("note:")) {
-            msg = format!("{msg} {next}");
-        }
-        return Some(msg);
-    }
-    lines.last().map(|l| (*l).to_owned())
-}
-
-fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
-    const MAGIC: &[u8] = b"\0asm";
-    if bytes.len() < 8 || &bytes[..4] != MAGIC {
-        return Err(LoadError::NotWasm);
-    }
-    // Core modules are version 1 with layer 0; components use layer 1.
-    match bytes[4..8] {
-        [1, 0, 0, 0] => Err(LoadError::CoreModule),
-        [_, _, 1, 0] => Ok(()),
-        _ => Err(LoadError::Invalid("unknown WebAssembly binary version".into())),
-    }
-}
-
-fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
-    Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))
-}
-
-fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    std::thread::Builder::new().name("voxide-epoch".into()).spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(EPOCH_TICK);
-            engine.increment_epoch();
-        }
-    })?;
-    Ok(())
 }

@@ -1,4 +1,4 @@
-//! Content-addressed cache of compiled flows on disk.
+//! Content-addressed cache of compiled components (flows, strategies) on disk.
 //!
 //! A component is compiled by Cranelift once; the artifact is stored as
 //! `<dir>/<sha256>-<engine>.cwasm`, where `<engine>` hashes wasmtime's compatibility key
@@ -15,7 +15,7 @@ use wasmtime::component::Component;
 
 use super::{LoadError, LoadSource, compile};
 
-/// `sha256:<hex>` of the bytes: the identity of a flow version.
+/// `sha256:<hex>` of the bytes: the identity of a flow (or strategy) version.
 pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
@@ -26,7 +26,7 @@ fn engine_tag(engine: &Engine) -> String {
     format!("{:016x}", h.finish())
 }
 
-pub(super) fn compile_cached(
+pub(crate) fn compile_cached(
     engine: &Engine,
     dir: &Path,
     digest: &str,
@@ -49,7 +49,7 @@ pub(super) fn compile_cached(
     let component = compile(engine, bytes)?;
     let artifact = component
         .serialize()
-        .map_err(|e| LoadError::Cache(format!("serializing compiled flow: {e:#}")))?;
+        .map_err(|e| LoadError::Cache(format!("serializing compiled component: {e:#}")))?;
     write_atomic(dir, &path, &artifact)
         .map_err(|e| LoadError::Cache(format!("writing {}: {e}", path.display())))?;
     Ok((component, LoadSource::Compiled))

@@ -12,17 +12,17 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// Keeps the last `capacity` bytes written; `capacity` 0 discards everything.
 #[derive(Clone, Debug)]
-pub(super) struct TailBuffer {
+pub(crate) struct TailBuffer {
     capacity: usize,
     buf: Arc<Mutex<Vec<u8>>>,
 }
 
 impl TailBuffer {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         TailBuffer { capacity, buf: Arc::default() }
     }
 
-    pub(super) fn contents(&self) -> String {
+    pub(crate) fn contents(&self) -> String {
         let buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
         String::from_utf8_lossy(&buf).into_owned()
     }
