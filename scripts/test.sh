@@ -36,6 +36,7 @@ fi
 step "format"
 cargo fmt --all --check
 (cd sample-flows && cargo fmt --all --check)
+(cd sample-strategies && cargo fmt --all --check)
 (cd runtime/tests/guests && cargo fmt --all --check)
 
 step "clippy (host, -D warnings)"
@@ -43,8 +44,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The media crate without Opus (what `--no-default-features` builds) must stay clean too.
 cargo clippy -p voxide-media --features net --all-targets --locked -- -D warnings
 
-step "clippy (sample flows, wasm32-wasip2, -D warnings)"
+step "clippy (sample flows and strategies, wasm32-wasip2, -D warnings)"
 (cd sample-flows && cargo clippy --target wasm32-wasip2 --release --locked -- -D warnings)
+(cd sample-strategies && cargo clippy --target wasm32-wasip2 --release --locked -- -D warnings)
 
 step "postgres (for the store and API tests)"
 # A throwaway server on a free loopback port, owned by the postgres user (it refuses root),

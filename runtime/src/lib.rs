@@ -5,6 +5,7 @@
 //! - [`sandbox`]: the wasmtime engine, pool, compile cache and per-instance limits every
 //!   kind of guest (every *world*) shares.
 //! - [`flows`]: the `voxide:flow` world — load flow components and run one per call.
+//! - [`dialer`]: the outbound dialer; its pacing strategies are the `voxide:dialer` world.
 //! - [`sim`]: the simulated caller and scenario runner behind `vox test`.
 //! - [`kv`]: per-flow key-value state.
 //! - [`manifest`]: what a flow declares it may do (`flow.toml`), checked on every call.
@@ -23,6 +24,7 @@ pub mod admission;
 pub mod builder;
 pub mod call;
 pub mod calls;
+pub mod dialer;
 pub mod flows;
 pub mod hub;
 pub mod kv;

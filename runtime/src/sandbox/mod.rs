@@ -362,10 +362,7 @@ impl<W: World> Loader<W> {
         &self.sandbox
     }
 
-    pub(crate) fn load(
-        &self,
-        bytes: &[u8],
-    ) -> Result<(Shared<W>, LoadSource), LoadError> {
+    pub(crate) fn load(&self, bytes: &[u8]) -> Result<(Shared<W>, LoadSource), LoadError> {
         check_header(bytes)?;
         let digest = cache::digest(bytes);
         if let Some(compiled) = self.get(&digest) {

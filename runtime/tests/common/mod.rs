@@ -51,3 +51,14 @@ pub fn calls() -> &'static [u8] {
 pub fn sample(name: &str) -> Vec<u8> {
     build(&format!("../sample-flows/{name}"))
 }
+
+/// The hostile pacing strategy: misbehaves according to the snapshot's `ready` count.
+pub fn hostile_strategy() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| build("tests/guests/hostile-strategy"))
+}
+
+/// A sample pacing strategy from `sample-strategies/`, built from source.
+pub fn sample_strategy(name: &str) -> Vec<u8> {
+    build(&format!("../sample-strategies/{name}"))
+}
