@@ -3,4 +3,6 @@
 //! requires (calling hours, do-not-call lists, the abandon-rate limit) is the host's, and a
 //! strategy's decision is clamped to it.
 
+pub mod compliance;
 pub mod pacer;
+pub mod zones;
