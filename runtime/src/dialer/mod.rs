@@ -4,5 +4,6 @@
 //! strategy's decision is clamped to it.
 
 pub mod compliance;
+pub mod leads;
 pub mod pacer;
 pub mod zones;
