@@ -6,8 +6,9 @@ mod common;
 
 use std::time::Duration;
 
+use voxide_runtime::dialer::compliance::{Floor, Ledger, Limit, Rules};
 use voxide_runtime::dialer::pacer::{
-    Decision, Lead, LoadError, MAX_NOTE, PaceError, PacerEngine, PacerLimits, Snapshot,
+    Decision, Lead, LoadError, MAX_NOTE, PaceError, PacerEngine, PacerLimits, Pacing, Snapshot,
 };
 use voxide_runtime::flows::FlowLimits;
 
@@ -226,4 +227,61 @@ async fn flows_and_strategies_are_not_interchangeable() {
         }
         other => panic!("a strategy loaded as a flow: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_faulting_strategy_gives_way_to_the_progressive_rule_for_that_tick() {
+    let engine = pacers();
+    let strategy = engine.load(common::hostile_strategy()).expect("loads");
+    let mut pacing = Pacing::new(&engine, &strategy);
+    assert_eq!(pacing.tick(&snapshot(1, 0)).await.decision.note, "1");
+    // A loop: the tick still gets a decision, one call per uncovered ready agent.
+    let mut spin = snapshot(101, 0);
+    spin.ringing = 1;
+    let paced = pacing.tick(&spin).await;
+    assert_eq!(
+        paced.fault,
+        Some(PaceError::DeadlineExceeded { budget: Duration::from_millis(50) })
+    );
+    assert_eq!(paced.decision.launch, 100);
+    assert!(
+        paced.decision.note.starts_with("progressive rule this tick"),
+        "{}",
+        paced.decision.note
+    );
+    // The next tick runs a fresh instance (its state starts over).
+    let paced = pacing.tick(&snapshot(1, 0)).await;
+    assert_eq!((paced.fault, paced.decision.note.as_str(), pacing.restarts), (None, "1", 1));
+}
+
+#[tokio::test]
+async fn a_strategy_asking_for_everything_gets_what_compliance_allows() {
+    let engine = pacers();
+    let strategy = engine.load(common::hostile_strategy()).expect("loads");
+    let mut pacing = Pacing::new(&engine, &strategy);
+    let asked = pacing.tick(&snapshot(104, 0)).await.decision.launch;
+    assert_eq!(asked, u32::MAX);
+    let rules = Rules::default();
+    let minute = Ledger::new(Duration::from_secs(60));
+    let floor = |ready, ringing| Floor {
+        staffed: 20,
+        ready,
+        talking: 20 - ready,
+        ringing,
+        waiting: 0,
+        leads: 5_000,
+        answer_rate: 0.3,
+    };
+    // A fresh campaign: nothing answered, so no abandon budget — one call per ready agent.
+    let fresh = Ledger::new(Duration::from_secs(30 * 86_400));
+    let c = rules.clamp(asked, &floor(10, 0), &fresh, &minute);
+    assert_eq!((c.launch, c.limit), (10, Some(Limit::NoAbandonBudget)));
+    // Over the 3 % ceiling: still one per ready agent not already covered.
+    let mut over = Ledger::new(Duration::from_secs(30 * 86_400));
+    let t0: jiff::Timestamp = "2026-03-03T15:00:00Z".parse().unwrap();
+    for i in 0..100 {
+        over.record(t0, i < 4);
+    }
+    let c = rules.clamp(asked, &floor(10, 4), &over, &minute);
+    assert_eq!((c.launch, c.limit), (6, Some(Limit::OverAbandonLimit)));
 }

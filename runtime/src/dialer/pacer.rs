@@ -330,17 +330,66 @@ impl Pacer {
     }
 }
 
+/// A campaign's pacing: its strategy's instance, replaced when it faults. [`Pacing::tick`]
+/// always yields a decision: the strategy's, or — for a tick where the strategy faulted or
+/// could not start — the progressive rule (one call per ready agent not already covered),
+/// with the fault reported so the campaign can raise an event. The next tick starts a fresh
+/// instance.
+#[derive(Debug)]
+pub struct Pacing {
+    engine: PacerEngine,
+    strategy: Strategy,
+    pacer: Option<Pacer>,
+    /// Instances started after a fault.
+    pub restarts: u64,
+}
+
+/// One tick's decision and, if the strategy failed it, why.
+#[derive(Debug, Clone)]
+pub struct Paced {
+    pub decision: Decision,
+    pub fault: Option<PaceError>,
+}
+
+impl Pacing {
+    pub fn new(engine: &PacerEngine, strategy: &Strategy) -> Self {
+        Pacing { engine: engine.clone(), strategy: strategy.clone(), pacer: None, restarts: 0 }
+    }
+
+    pub async fn tick(&mut self, now: &Snapshot) -> Paced {
+        let pacer = match self.pacer.as_mut() {
+            Some(p) => p,
+            None => match self.engine.start(&self.strategy).await {
+                Ok(p) => self.pacer.insert(p),
+                Err(e) => return fallback(now, e),
+            },
+        };
+        match pacer.pace(now).await {
+            Ok(decision) => Paced { decision, fault: None },
+            Err(fault) => {
+                self.pacer = None;
+                self.restarts += 1;
+                fallback(now, fault)
+            }
+        }
+    }
+}
+
+fn fallback(now: &Snapshot, fault: PaceError) -> Paced {
+    let launch = now.ready.saturating_sub(now.ringing.saturating_add(now.waiting));
+    let mut note = format!("progressive rule this tick: {fault}");
+    cut_note(&mut note);
+    Paced {
+        decision: Decision { launch, prefer: Vec::new(), dial_level: 1.0, note },
+        fault: Some(fault),
+    }
+}
+
 /// A decision the host can use as it is: the note cut to [`MAX_NOTE`] bytes on a character
 /// boundary, `prefer` reduced to the snapshot's `next-leads` ids (each once, in the
 /// strategy's order), the dial level a finite number ≥ 0.
 fn sanitize(mut decision: Decision, now: &Snapshot) -> Decision {
-    if decision.note.len() > MAX_NOTE {
-        let mut end = MAX_NOTE;
-        while !decision.note.is_char_boundary(end) {
-            end -= 1;
-        }
-        decision.note.truncate(end);
-    }
+    cut_note(&mut decision.note);
     let mut seen = Vec::with_capacity(now.next_leads.len());
     decision.prefer.retain(|id| {
         let known = now.next_leads.iter().any(|lead| lead.id == *id) && !seen.contains(id);
@@ -353,6 +402,17 @@ fn sanitize(mut decision: Decision, now: &Snapshot) -> Decision {
         decision.dial_level = 0.0;
     }
     decision
+}
+
+/// Cuts `note` to [`MAX_NOTE`] bytes on a character boundary.
+fn cut_note(note: &mut String) {
+    if note.len() > MAX_NOTE {
+        let mut end = MAX_NOTE;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
 }
 
 #[cfg(test)]
