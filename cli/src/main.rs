@@ -1,6 +1,7 @@
 //! `vox`: the Voxide command line — scaffold, build and test flows, serve them, and drive a
 //! server's control API (deploy, aliases, routes).
 
+mod dialer;
 mod http;
 mod live;
 mod new;
@@ -117,6 +118,11 @@ enum Command {
         action: CallsAction,
         #[command(flatten)]
         remote: remote::Remote,
+    },
+    /// The outbound dialer: `vox dialer simulate predictive --agents 20`.
+    Dialer {
+        #[command(subcommand)]
+        action: dialer::DialerAction,
     },
     /// Place an outbound call that runs a flow when answered: `vox call sip:bob@host --flow hello`.
     Call {
@@ -293,6 +299,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("loading {}", wasm.display()))?;
             println!("{}", wasm.display());
             println!("{} KiB, {}", bytes.len() / 1024, flow.digest());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dialer { action: dialer::DialerAction::Simulate(args) } => {
+            block_on(dialer::simulate_cmd(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Login { server, key } => {

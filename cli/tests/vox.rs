@@ -90,3 +90,32 @@ fn build_prints_the_component_and_its_digest() {
     assert!(path.ends_with("hello.wasm") && Path::new(path).is_file(), "{stdout}");
     assert!(lines.next().is_some_and(|l| l.contains("KiB, sha256:")), "{stdout}");
 }
+
+#[test]
+fn dialer_simulate_prints_the_campaigns_figures_and_a_chart() {
+    let svg = tempfile::NamedTempFile::with_suffix(".svg").expect("temp file");
+    let svg_path = svg.path().to_str().expect("utf-8 path");
+    let out = vox(&[
+        "dialer",
+        "simulate",
+        "predictive",
+        "--day",
+        "20m",
+        "--days",
+        "2",
+        "--svg",
+        svg_path,
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for line in ["abandon rate: ", "agent utilisation: ", "calls/hour per agent: ", "day  2: "] {
+        assert!(t.contains(line), "missing {line:?} in:\n{t}");
+    }
+    let chart = std::fs::read_to_string(svg.path()).expect("chart written");
+    assert!(chart.starts_with("<svg") && chart.contains("polyline"), "{chart}");
+
+    let bad =
+        vox(&["dialer", "simulate", "predictive", "--answer-rate", "0.8", "--machine-rate", "0.5"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("add up to more than 1"), "{}", text(&bad));
+}

@@ -10,6 +10,7 @@ use voxide_runtime::dialer::compliance::{Floor, Ledger, Limit, Rules};
 use voxide_runtime::dialer::pacer::{
     Decision, Lead, LoadError, MAX_NOTE, PaceError, PacerEngine, PacerLimits, Pacing, Snapshot,
 };
+use voxide_runtime::dialer::sim::{Mode, SimConfig, simulate};
 use voxide_runtime::flows::FlowLimits;
 
 fn pacers() -> PacerEngine {
@@ -84,7 +85,7 @@ async fn predictive_overdials_by_the_answer_rate_and_brakes_at_the_abandon_targe
     // Abandoned calls at the target: back to one line per free agent.
     let mut at_target = fresh.clone();
     (at_target.answered, at_target.abandoned) = (100, 3);
-    // Half-way to the target: half of the over-dial.
+    // Half-way to the target: most of the over-dial.
     let mut half = fresh.clone();
     (half.answered, half.abandoned) = (200, 3);
     // A small pool is dialled progressively whatever the rates.
@@ -97,12 +98,13 @@ async fn predictive_overdials_by_the_answer_rate_and_brakes_at_the_abandon_targe
     let launched: Vec<u32> = d.iter().map(|d| d.launch).collect();
     assert_eq!(
         launched,
-        [40, 15, 10, 25, 3, 10],
+        [40, 15, 10, 36, 3, 10],
         "notes: {:?}",
         d.iter().map(|d| &d.note).collect::<Vec<_>>()
     );
     assert!((d[0].dial_level - 4.0).abs() < 1e-9);
-    assert!((d[3].dial_level - 2.5).abs() < 1e-9);
+    // Half-way to the target the cubic brake keeps 1 − 0.5³ of the over-dial.
+    assert!((d[3].dial_level - 3.625).abs() < 1e-9);
 }
 
 #[tokio::test]
@@ -284,4 +286,50 @@ async fn a_strategy_asking_for_everything_gets_what_compliance_allows() {
     }
     let c = rules.clamp(asked, &floor(10, 4), &over, &minute);
     assert_eq!((c.launch, c.limit), (6, Some(Limit::OverAbandonLimit)));
+}
+
+/// Two simulated hours per sample strategy, same seed: the abandon ceiling holds for all, and
+/// predictive keeps agents busier than one line per agent does. (`bench/dialer-sim` runs
+/// 30 whole days.)
+#[tokio::test]
+async fn simulated_hour_predictive_beats_progressive_within_the_abandon_ceiling() {
+    let engine = pacers();
+    let hours = SimConfig { day: Duration::from_secs(2 * 3600), seed: 7, ..SimConfig::default() };
+    let mut util = std::collections::HashMap::new();
+    for name in ["preview", "progressive", "predictive", "adapt-average"] {
+        let strategy = engine.load(&common::sample_strategy(name)).expect("loads");
+        let mode = if name == "preview" { Mode::Preview } else { Mode::Auto };
+        let r = simulate(&engine, &strategy, &SimConfig { mode, ..hours.clone() }).await;
+        eprintln!(
+            "{name:14} dialled {:5} answered {:4} abandoned {:3} ({:.1} %) utilisation {:.1} % calls/agent-hour {:.1} clamped {:?} faults {}",
+            r.dialled,
+            r.answered,
+            r.abandoned,
+            r.abandon_rate() * 100.0,
+            r.utilisation * 100.0,
+            r.calls_per_agent_hour,
+            r.clamped,
+            r.faults
+        );
+        assert!(r.abandon_rate() <= 0.03, "{name}: abandon {:.3}", r.abandon_rate());
+        assert_eq!(r.series.len(), 120);
+        util.insert(name, r.utilisation);
+    }
+    assert!(util["predictive"] > util["progressive"], "{util:?}");
+    assert!(util["progressive"] > util["preview"], "{util:?}");
+
+    // The hostile strategy asks for every lead each second: the clamp holds the ceiling.
+    let strategy = engine.load(common::hostile_strategy()).expect("loads");
+    let greedy = SimConfig { agents: 104, ..hours.clone() };
+    let r = simulate(&engine, &strategy, &greedy).await;
+    assert!(r.abandon_rate() <= 0.03, "hostile: abandon {:.3}", r.abandon_rate());
+    assert!(r.clamped.values().sum::<u64>() > 3000, "cut nearly every tick: {:?}", r.clamped);
+    eprintln!(
+        "hostile        dialled {:5} answered {:4} abandoned {:3} ({:.1} %) clamped {:?}",
+        r.dialled,
+        r.answered,
+        r.abandoned,
+        r.abandon_rate() * 100.0,
+        r.clamped
+    );
 }

@@ -6,4 +6,5 @@
 pub mod compliance;
 pub mod leads;
 pub mod pacer;
+pub mod sim;
 pub mod zones;

@@ -14,6 +14,10 @@ struct Hostile {
 impl Strategy for Hostile {
     fn pace(&mut self, now: &Snapshot) -> Decision {
         self.calls += 1;
+        // A campaign of 104 agents: always ask for every lead there is.
+        if now.agents.len() == 104 {
+            return Decision::launch(u32::MAX).level(100.0).note("everything");
+        }
         match now.ready {
             101 => loop {
                 black_box(());
