@@ -4,6 +4,7 @@
 //! strategy's decision is clamped to it.
 
 pub mod compliance;
+pub mod import;
 pub mod leads;
 pub mod pacer;
 pub mod sim;
