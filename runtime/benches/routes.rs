@@ -16,22 +16,15 @@ use std::collections::HashSet;
 use std::hint::black_box;
 use std::time::Instant;
 
+use voxide_runtime::rng::SplitMix64;
 use voxide_runtime::routing::{RouteIndex, weighted_index};
 
-/// SplitMix64: deterministic routes and users, run to run.
-struct Rng(u64);
+/// Deterministic routes and users, run to run, from the runtime's SplitMix64.
+struct Rng(SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.below(n as u64) as usize
     }
 
     fn digits(&mut self, n: usize) -> String {
@@ -107,7 +100,7 @@ fn users(rng: &mut Rng, routes: &[(String, u32)], n: usize) -> Vec<(Kind, String
                 }
                 _ => (Kind::Miss, format!("+9{}", rng.digits(10))),
             };
-            (kind, user, rng.next() as u32)
+            (kind, user, rng.0.next_u64() as u32)
         })
         .collect()
 }
@@ -184,7 +177,7 @@ fn main() {
     println!("machine: {cpus} CPUs ({model}); shared and noisy (other builds may run), so tails");
     println!("         are indicative; each lookup is timed alone (Instant overhead included)\n");
 
-    let mut rng = Rng(0x0076_6f78_6964_6521);
+    let mut rng = Rng(SplitMix64(0x0076_6f78_6964_6521));
     let routes = routes(&mut rng);
     let users = users(&mut rng, &routes, lookups);
 

@@ -31,6 +31,7 @@ pub mod kv;
 pub mod manifest;
 pub mod node;
 pub mod prompts;
+pub mod rng;
 pub mod routing;
 pub mod sandbox;
 pub mod sim;

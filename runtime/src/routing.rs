@@ -371,20 +371,16 @@ mod tests {
         assert_eq!(zero.pick("c", 0), None);
     }
 
-    /// SplitMix64: deterministic, good enough to generate test cases.
-    struct Rng(u64);
+    /// Deterministic test cases from the shared SplitMix64.
+    struct Rng(crate::rng::SplitMix64);
 
     impl Rng {
         fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
+            self.0.next_u64()
         }
 
         fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
+            self.0.below(n)
         }
 
         /// A short user over a small alphabet, so patterns and users collide often.
@@ -400,7 +396,7 @@ mod tests {
 
     #[test]
     fn the_index_agrees_with_a_linear_scan() {
-        let mut rng = Rng(0x766f_7869_6465);
+        let mut rng = Rng(crate::rng::SplitMix64(0x766f_7869_6465));
         for _ in 0..10 {
             let n = 1 + rng.below(3000) as usize;
             let mut routes: Vec<(String, u32)> = Vec::with_capacity(n);

@@ -7,7 +7,7 @@
 //! spaces, dashes, dots and parentheses are dropped). Fields follow RFC 4180 quoting within a
 //! line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One good row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +83,9 @@ pub fn parse_csv(bytes: &[u8], max_bytes: usize) -> Result<Import, ImportError> 
         .into_iter()
         .map(|c| c.trim().to_ascii_lowercase())
         .collect();
-    let mut seen = HashMap::new();
+    let mut seen = HashSet::new();
     for c in &columns {
-        if seen.insert(c.as_str(), ()).is_some() {
+        if !seen.insert(c.as_str()) {
             return Err(ImportError::DuplicateColumn(c.clone()));
         }
         if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')

@@ -22,6 +22,7 @@ use super::compliance::{Floor, LeadFacts, Ledger, Rules};
 use super::leads::{self, Outcome, Progress, RetryPlan};
 use super::pacer::{Agent, AgentState, Lead, PacerEngine, Pacing, Snapshot, Strategy};
 use super::zones::Place;
+use crate::rng::SplitMix64;
 
 /// The answer rate a campaign assumes before it has measured one.
 pub const PRIOR_ANSWER_RATE: f64 = 0.3;
@@ -118,16 +119,12 @@ impl SimReport {
     }
 }
 
-/// splitmix64: small, fast, and the same on every machine.
-struct Rng(u64);
+/// The model's draws, on the shared seeded generator.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
     fn exp(&mut self, mean: f64) -> f64 {
         -mean * (1.0 - self.next()).ln()
@@ -197,7 +194,8 @@ impl SimConfig {
 
 /// Runs one simulated day of `strategy`.
 pub async fn simulate(engine: &PacerEngine, strategy: &Strategy, cfg: &SimConfig) -> SimReport {
-    let mut rng = Rng(cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xD1B5_4A32_D192_ED03);
+    let mut rng =
+        Rng(SplitMix64(cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xD1B5_4A32_D192_ED03));
     let mut pacing = Pacing::new(engine, strategy);
     let mut report = SimReport::default();
     let mut ledger = Ledger::new(cfg.rules.jurisdiction.ledger_window());
@@ -322,11 +320,11 @@ pub async fn simulate(engine: &PacerEngine, strategy: &Strategy, cfg: &SimConfig
         let count = |s: Busy| agents.iter().filter(|a| a.state == s).count() as u32;
         let (ready, reserved, talking, wrap) =
             (count(Busy::Ready), count(Busy::Reserved), count(Busy::Talking), count(Busy::Wrap));
+        // In preview mode an agent idle for `preview_time` has accepted the lead shown to it.
+        let has_accepted =
+            |a: &SimAgent| a.state == Busy::Ready && t - a.since >= cfg.preview_time.as_secs();
         let accepted = match cfg.mode {
-            Mode::Preview => agents
-                .iter()
-                .filter(|a| a.state == Busy::Ready && t - a.since >= cfg.preview_time.as_secs())
-                .count() as u32,
+            Mode::Preview => agents.iter().filter(|a| has_accepted(a)).count() as u32,
             Mode::Auto => 0,
         };
         // The campaign's prior until 50 dials have resolved in the last 15 minutes.
@@ -413,9 +411,7 @@ pub async fn simulate(engine: &PacerEngine, strategy: &Strategy, cfg: &SimConfig
             report.dialled += 1;
             progress[lead] = leads::start_attempt(&progress[lead]);
             let agent = if cfg.mode == Mode::Preview {
-                let pick = agents.iter().position(|a| {
-                    a.state == Busy::Ready && t - a.since >= cfg.preview_time.as_secs()
-                });
+                let pick = agents.iter().position(has_accepted);
                 if let Some(a) = pick {
                     (agents[a].state, agents[a].since) = (Busy::Reserved, t);
                 }
