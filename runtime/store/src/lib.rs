@@ -14,9 +14,14 @@
 //! - Nothing is written half: every multi-row change runs in one transaction.
 
 mod activity;
+mod dialer;
 
 pub use activity::{
     Activity, Cdr, CdrFilter, Delivery, DueDelivery, Event, NewEvent, RecordingMeta, Webhook,
+};
+pub use dialer::{
+    Attempt, AttemptEnd, Campaign, CampaignCounts, DncEntry, Lead, LeadProgress, NewAttempt,
+    NewCampaign, NewLead, NumberHistory,
 };
 
 use std::collections::BTreeMap;

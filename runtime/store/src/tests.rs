@@ -525,3 +525,127 @@ async fn a_batch_of_activities_commits_all_or_nothing() {
         assert_eq!(store.events_after(&a.id, 0, 100).await.unwrap().len(), 2);
     }
 }
+
+fn lead(number: &str) -> NewLead {
+    NewLead { number: number.into(), tz: Some("America/New_York".into()), ..NewLead::default() }
+}
+
+#[tokio::test]
+async fn campaigns_leads_attempts_and_dnc_are_per_tenant_and_commit_together() {
+    for (store, _guard) in stores().await {
+        let (tenant, _) = store.bootstrap().await.unwrap().unwrap();
+        let other = store.create_tenant("other").await.unwrap();
+        let new = || NewCampaign {
+            name: "spring".into(),
+            strategy: "progressive".into(),
+            abandon_target: 0.03,
+            settings: serde_json::json!({"agents": ["a1"]}),
+        };
+        let c = store.create_campaign(&tenant.id, new()).await.unwrap();
+        assert!(matches!(
+            store.create_campaign(&tenant.id, new()).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Another tenant may use the name, and cannot see or fill ours.
+        store.create_campaign(&other.id, new()).await.unwrap();
+        assert!(nf(store.add_leads(&other.id, &c.id, &[lead("+12125550100")]).await));
+        assert_eq!(store.campaign(&tenant.id, "spring").await.unwrap().settings["agents"][0], "a1");
+
+        // Duplicates (within the batch or with what is stored) are reported by index.
+        let batch = [lead("+12125550100"), lead("+12125550101"), lead("+12125550100")];
+        assert_eq!(store.add_leads(&tenant.id, &c.id, &batch).await.unwrap(), (2, vec![2]));
+        let more = [lead("+12125550101"), lead("+12125550102")];
+        assert_eq!(store.add_leads(&tenant.id, &c.id, &more).await.unwrap(), (1, vec![0]));
+        let due = store.due_leads(&c.id, now(), 10).await.unwrap();
+        let numbers: Vec<&str> = due.iter().map(|l| l.number.as_str()).collect();
+        assert_eq!(numbers, ["+12125550100", "+12125550101", "+12125550102"]);
+
+        // An attempt: the lead is dialling (not due, not startable twice) until it ends.
+        let first = &due[0];
+        let audit =
+            || NewAttempt { local_time: "America/New_York 10:00".into(), rules: "ok".into() };
+        let id = store.begin_attempt(first, audit()).await.unwrap().unwrap();
+        assert_eq!(store.begin_attempt(first, audit()).await.unwrap(), None);
+        assert_eq!(store.due_count(&c.id, now()).await.unwrap(), 2);
+        let retry = LeadProgress {
+            status: "retry".into(),
+            attempts: 1,
+            outcomes: serde_json::json!([["abandoned", 1]]),
+            disposition: None,
+            next_attempt_at: Some(now() + 60_000),
+            note: "abandoned: retry in 72 h".into(),
+            updated_at: 0,
+        };
+        let end = AttemptEnd {
+            outcome: "abandoned".into(),
+            detail: "no agent".into(),
+            ..AttemptEnd::default()
+        };
+        store.end_attempt(&id, &end, &first.id, &retry).await.unwrap();
+        let history = store.number_history(&tenant.id, "+12125550100", 0).await.unwrap();
+        assert_eq!(history.dials, 1);
+        assert!(history.last_abandoned.is_some());
+        assert_eq!(
+            store.number_history(&other.id, "+12125550100", 0).await.unwrap(),
+            NumberHistory::default()
+        );
+        assert_eq!(store.answered_since(&c.id, 0).await.unwrap().len(), 1);
+        let counts = store.campaign_counts(&tenant.id, &c.id).await.unwrap();
+        assert_eq!(
+            (counts.leads["retry"], counts.leads["new"], counts.attempts["abandoned"]),
+            (1, 2, 1)
+        );
+
+        // A crash mid-call: the open attempt is closed and its lead recovered.
+        let second = &store.due_leads(&c.id, now(), 10).await.unwrap()[0];
+        store.begin_attempt(second, audit()).await.unwrap().unwrap();
+        let recovered = store
+            .recover_attempts(&c.id, |l| LeadProgress {
+                status: "retry".into(),
+                ..l.progress.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(recovered, 1);
+        assert!(
+            store
+                .attempts(&tenant.id, &c.id, 10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| a.ended_at.is_some())
+        );
+
+        // Life cycle: draft → running ⇄ paused → finished, and no way back.
+        assert_eq!(
+            store.set_campaign_state(&tenant.id, "spring", "running").await.unwrap().state,
+            "running"
+        );
+        assert_eq!(store.running_campaigns().await.unwrap().len(), 1);
+        store.set_campaign_state(&tenant.id, "spring", "paused").await.unwrap();
+        assert_eq!(store.campaign_state(&c.id).await.unwrap(), "paused");
+        store.set_campaign_state(&tenant.id, "spring", "finished").await.unwrap();
+        assert!(matches!(
+            store.set_campaign_state(&tenant.id, "spring", "running").await,
+            Err(StoreError::Conflict(_))
+        ));
+
+        // DNC: tenant-wide and per campaign, each tenant its own.
+        let nums = vec!["+12125550100".to_owned(), "+12125550100".to_owned()];
+        assert_eq!(store.add_dnc(&tenant.id, None, &nums, "asked").await.unwrap(), 1);
+        assert_eq!(
+            store.add_dnc(&tenant.id, Some(&c.id), &["+12125550102".into()], "x").await.unwrap(),
+            1
+        );
+        assert!(store.on_dnc(&tenant.id, &c.id, "+12125550100").await.unwrap());
+        assert!(store.on_dnc(&tenant.id, &c.id, "+12125550102").await.unwrap());
+        assert!(!store.on_dnc(&tenant.id, "cp_other", "+12125550102").await.unwrap());
+        assert!(!store.on_dnc(&other.id, &c.id, "+12125550100").await.unwrap());
+        assert_eq!(
+            store.dnc(&tenant.id, Some(&c.id), 10).await.unwrap()[0].campaign.as_deref(),
+            Some("spring")
+        );
+        store.remove_dnc(&tenant.id, None, "+12125550100").await.unwrap();
+        assert!(nf(store.remove_dnc(&tenant.id, None, "+12125550100").await));
+    }
+}
