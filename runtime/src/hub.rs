@@ -345,14 +345,27 @@ impl CallHub {
         to: String,
         route: &Route,
     ) -> Arc<LiveCall> {
-        self.register(tenant, direction, from, to, Some(route))
+        self.register(tenant, direction, from, to, Some(route), String::new())
     }
 
     /// Registers an inbound call to a registered user that no flow runs (their phones are
     /// rung and bridged): listed, controlled and recorded like any other call, its CDR's
     /// flow is empty.
     pub fn start_to_user(&self, tenant: &str, from: String, user: String) -> Arc<LiveCall> {
-        self.register(tenant, "inbound", from, user, None)
+        let label = format!("registered user {user}");
+        self.register(tenant, "inbound", from, user, None, label)
+    }
+
+    /// Registers an outbound call that no flow runs (a campaign's call to a lead, bridged to
+    /// an agent by the host), shown as `label`.
+    pub fn start_unrouted(
+        &self,
+        tenant: &str,
+        from: String,
+        to: String,
+        label: String,
+    ) -> Arc<LiveCall> {
+        self.register(tenant, "outbound", from, to, None, label)
     }
 
     fn register(
@@ -362,6 +375,7 @@ impl CallHub {
         from: String,
         to: String,
         route: Option<&Route>,
+        label: String,
     ) -> Arc<LiveCall> {
         let id = new_call_id();
         let activity = self
@@ -371,7 +385,6 @@ impl CallHub {
             .clone()
             .unwrap_or_else(|| mpsc::unbounded_channel().0);
         let party = if direction == "inbound" { from.clone() } else { to.clone() };
-        let label = if route.is_none() { format!("registered user {to}") } else { String::new() };
         let call = Arc::new(LiveCall {
             id: id.clone(),
             tenant: tenant.to_owned(),

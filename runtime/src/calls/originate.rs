@@ -42,13 +42,75 @@ pub struct Originate {
 /// the route's flow runs on it as an outbound call. A call that never connects still gets
 /// a CDR (`busy`, `no-answer`, `failed`).
 pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapshot, HubError> {
+    let route = req.route.clone();
+    let ringing = place(hub, &req.tenant, &req.to, req.from.as_deref(), |from, to| {
+        hub.start(&req.tenant, "outbound", from, to, &route)
+    })
+    .await?;
+    let snapshot = ringing.live.snapshot();
+    tracing::info!(call = %ringing.live.id, to = %req.to, flow = %req.route.label, "placing a call");
+    let (hub, engine, kv) = (hub.clone(), ringing.ctx.engine.clone(), ringing.ctx.kv.clone());
+    tokio::spawn(async move {
+        let live = ringing.live.clone();
+        let from = ringing.from.clone();
+        let call = match ringing.answered(req.timeout).await {
+            Ok(call) => call,
+            Err((outcome, detail)) => return hub.finish(&live, live.record(outcome, detail, 0)),
+        };
+        let mut call = call;
+        call.manifest = req.route.manifest.clone();
+        let info = CallInfo {
+            id: CallId(live.id.clone()),
+            from,
+            to: req.to.clone(),
+            direction: Direction::Outbound,
+            headers: Vec::new(),
+            vars: Vec::new(),
+        };
+        run_flows(&engine, &kv, req.route, info, Box::new(call), &live, &hub).await;
+    });
+    Ok(snapshot)
+}
+
+/// An outbound call whose INVITE is out: listed as ringing, waiting for its answer.
+pub(super) struct Ringing {
+    pub(super) live: Arc<LiveCall>,
+    /// Our From URI.
+    pub(super) from: String,
+    pub(super) ctx: OriginatorHandle,
+    leg: CallRef,
+    events: mpsc::UnboundedReceiver<Event>,
+    signals: Signals,
+    signals_tx: SignalSender,
+    session: Option<Session>,
+    to_user: String,
+}
+
+/// What the node placing a call needs from the hub's originator.
+#[derive(Clone)]
+pub(super) struct OriginatorHandle {
+    pub(super) engine: FlowEngine,
+    pub(super) kv: MemoryKv,
+    sip: SipHandle,
+    advertised: SocketAddr,
+    media: Option<Arc<MediaServices>>,
+}
+
+/// Admits and INVITEs `to` (a registered user or a SIP URI) as `caller` (`voxide` by
+/// default); `register` lists the call (given our From URI and `to`) once the INVITE is out.
+pub(super) async fn place(
+    hub: &Arc<CallHub>,
+    tenant: &str,
+    to: &str,
+    caller: Option<&str>,
+    register: impl FnOnce(String, String) -> Arc<LiveCall>,
+) -> Result<Ringing, HubError> {
     // Held until the call is registered below, where it starts counting as live.
-    let _permit = hub.admit_originate(&req.tenant, &req.to)?;
+    let _permit = hub.admit_originate(tenant, to)?;
     let Some(ctx) = hub.sip.get() else {
         return Err(HubError::Unavailable("this node is not taking calls (SIP is off)".into()));
     };
-    let caller = req.from.clone().unwrap_or_else(|| "voxide".into());
-    let from = format!("sip:{}@{}", user_of(&caller), ctx.advertised);
+    let from = format!("sip:{}@{}", user_of(caller.unwrap_or("voxide")), ctx.advertised);
     let session = match &ctx.media {
         Some(media) => Some(
             media
@@ -66,31 +128,40 @@ pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapsho
         }
         None => inactive_sdp(ctx.advertised, 1),
     };
-    let mut outs = legs_for(&ctx.sip, ctx.advertised, &req.to, &from, &sdp)
-        .await
-        .map_err(HubError::Invalid)?;
+    let mut outs =
+        legs_for(&ctx.sip, ctx.advertised, to, &from, &sdp).await.map_err(HubError::Invalid)?;
     // A registered user with several contacts: the most recent one is called.
     let out = outs.remove(0);
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel();
     let Some(leg) = ctx.sip.invite(out, events_tx).await else {
-        return Err(HubError::Invalid(format!("{}: not a valid SIP target", req.to)));
+        return Err(HubError::Invalid(format!("{to}: not a valid SIP target")));
     };
-    let live = hub.start(&req.tenant, "outbound", from.clone(), req.to.clone(), &req.route);
-    let (signals_tx, mut signals) = signals::channel();
+    let live = register(from.clone(), to.to_owned());
+    let (signals_tx, signals) = signals::channel();
     live.set_signals(signals_tx.clone(), ctx.sip.clone(), leg);
-    let snapshot = live.snapshot();
-    tracing::info!(call = %live.id, to = %req.to, flow = %req.route.label, "placing a call");
-    let (hub, sip, advertised) = (hub.clone(), ctx.sip.clone(), ctx.advertised);
-    let (engine, kv, media) = (ctx.engine.clone(), ctx.kv.clone(), ctx.media.clone());
-    tokio::spawn(async move {
-        let deadline = tokio::time::sleep(req.timeout);
+    let ctx = OriginatorHandle {
+        engine: ctx.engine.clone(),
+        kv: ctx.kv.clone(),
+        sip: ctx.sip.clone(),
+        advertised: ctx.advertised,
+        media: ctx.media.clone(),
+    };
+    Ok(Ringing { live, from, ctx, leg, events, signals, signals_tx, session, to_user: user_of(to) })
+}
+
+impl Ringing {
+    /// Waits up to `timeout` for the answer. Answered: the call with its media started and
+    /// the dialog's later events forwarded as signals. Not: the CDR outcome (`busy`,
+    /// `no-answer`, `failed`, `canceled`) and its detail.
+    pub(super) async fn answered(
+        mut self,
+        timeout: Duration,
+    ) -> Result<SipCall, (&'static str, String)> {
+        let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let not_connected = |outcome: &str, detail: String| {
-            hub.finish(&live, live.record(outcome, detail, 0));
-        };
         let answer = loop {
             tokio::select! {
-                event = events.recv() => match event {
+                event = self.events.recv() => match event {
                     Some(Event::Answered { sdp, .. }) => break sdp,
                     Some(Event::Rejected { code, reason, .. }) => {
                         let outcome = match leg_end(code) {
@@ -98,23 +169,24 @@ pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapsho
                             LegEnd::NoAnswer => "no-answer",
                             LegEnd::Failed => "failed",
                         };
-                        return not_connected(outcome, format!("{code} {reason}"));
+                        return Err((outcome, format!("{code} {reason}")));
                     }
                     Some(_) => {}
-                    None => return not_connected("failed", "the call vanished".into()),
+                    None => return Err(("failed", "the call vanished".into())),
                 },
                 () = &mut deadline => {
-                    sip.send(Command::Hangup(leg)).await;
-                    return not_connected("no-answer", format!("no answer within {:?}", req.timeout));
+                    self.ctx.sip.send(Command::Hangup(self.leg)).await;
+                    return Err(("no-answer", format!("no answer within {timeout:?}")));
                 }
                 // Hung up through the API while ringing (the hub cancelled the INVITE).
-                _ = signals.recv() => return not_connected("canceled", "hung up before the answer".into()),
+                _ = self.signals.recv() => return Err(("canceled", "hung up before the answer".into())),
             }
         };
-        let mut call = SipCall::new(leg, sip, signals, advertised, user_of(&req.to))
-            .with_media(media, Vec::new());
+        let Ringing { live, ctx, leg, mut events, signals, signals_tx, session, to_user, .. } =
+            self;
+        let mut call = SipCall::new(leg, ctx.sip, signals, ctx.advertised, to_user)
+            .with_media(ctx.media, Vec::new());
         call.answered = true;
-        call.manifest = req.route.manifest.clone();
         call.live = Some(live.clone());
         if let Some(session) = session {
             match sdp::parse(&answer)
@@ -132,7 +204,7 @@ pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapsho
             call.session = Some(session);
         }
         live.answered();
-        // The dialog's later events reach the flow as signals.
+        // The dialog's later events reach the call as signals.
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 let signal = match event {
@@ -149,15 +221,6 @@ pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapsho
                 }
             }
         });
-        let info = CallInfo {
-            id: CallId(live.id.clone()),
-            from,
-            to: req.to.clone(),
-            direction: Direction::Outbound,
-            headers: Vec::new(),
-            vars: Vec::new(),
-        };
-        run_flows(&engine, &kv, req.route, info, Box::new(call), &live, &hub).await;
-    });
-    Ok(snapshot)
+        Ok(call)
+    }
 }
