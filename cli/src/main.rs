@@ -1,6 +1,7 @@
 //! `vox`: the Voxide command line — scaffold, build and test flows, serve them, and drive a
 //! server's control API (deploy, aliases, routes).
 
+mod campaigns;
 mod dialer;
 mod http;
 mod live;
@@ -174,6 +175,27 @@ enum Command {
         after: Option<i64>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Outbound campaigns: create, ls, show [--follow], start, pause, stop, attempts.
+    Campaigns {
+        #[command(subcommand)]
+        action: campaigns::CampaignsAction,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// A campaign's leads: import FILE.csv --campaign NAME, ls.
+    Leads {
+        #[command(subcommand)]
+        action: campaigns::LeadsAction,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Do-not-call lists: add, import, ls, rm.
+    Dnc {
+        #[command(subcommand)]
+        action: campaigns::DncAction,
         #[command(flatten)]
         remote: remote::Remote,
     },
@@ -381,6 +403,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Events { follow, after, limit, remote } => {
             block_on(live::events(&remote.client()?, after, follow, limit))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Campaigns { action, remote } => {
+            block_on(campaigns::campaigns(&remote.client()?, action))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Leads { action, remote } => {
+            block_on(campaigns::leads(&remote.client()?, action))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dnc { action, remote } => {
+            block_on(campaigns::dnc(&remote.client()?, action))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhooks { action, remote } => {

@@ -76,7 +76,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config.database_url = Some(url);
     }
     let http_spec = args.http.or(config.http.clone()).unwrap_or_else(|| "0.0.0.0:8080".into());
-    let mut builder = Node::builder(config, base).webhook_retries(retry_policy()?);
+    let strategies = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sample-strategies");
+    let mut builder =
+        Node::builder(config, base).webhook_retries(retry_policy()?).strategies(strategies);
     if deploy_samples {
         builder = builder.samples(Samples {
             dir: samples_dir(),

@@ -1763,3 +1763,228 @@ fn kill_9_mid_traffic_then_restart_keeps_flows_routes_cdrs_and_delivers_pending_
     assert!(ok, "a call after the restart:\n{out}");
     drop(talking);
 }
+
+// ---- the outbound dialer ----
+
+/// A sipp phone answering every call to `port` with `scenario` until dropped.
+/// (The directory is sipp's working directory, removed with the phone.)
+struct Phone(Child, #[allow(dead_code)] tempfile::TempDir);
+
+impl Phone {
+    fn start(scenario: &str, port: u16) -> Phone {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("sipp")
+            .current_dir(dir.path())
+            .arg("-sf")
+            .arg(repo().join("cli/tests/sipp").join(scenario))
+            .args(["-p", &port.to_string(), "-i", "127.0.0.1", "-nostdin"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp is not installed: run scripts/test.sh");
+        Phone(child, dir)
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `Etc/GMT…` for the zone where it is `hour` o'clock now.
+fn zone_at_hour(hour: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let utc_hour = (now.as_secs() / 3600 % 24) as i64;
+    let offset = (hour - utc_hour + 36).rem_euclid(24) - 12; // −12 … +11
+    // POSIX sign: Etc/GMT-5 is five hours ahead of UTC.
+    match offset {
+        0 => "Etc/GMT".into(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    }
+}
+
+#[test]
+fn a_campaign_of_200_leads_dials_bridges_retries_pauses_and_never_calls_dnc_or_late_leads() {
+    const AGENTS: usize = 10;
+    let users: String = (1..=AGENTS)
+        .map(|i| format!("[[sip.users]]\nuser = \"agent{i}\"\npassword = \"pw{i}\"\n"))
+        .collect();
+    let server = serve_config(&format!("{ALICE}{users}"), &[]);
+    // The agents register from one port, where one auto-answering phone takes their calls.
+    let agent_port = free_port();
+    for i in 1..=AGENTS {
+        let (user, pw) = (format!("agent{i}"), format!("pw{i}"));
+        let (ok, out) = run_sipp(
+            "uac-register.xml",
+            agent_port,
+            Some(server.addr),
+            10,
+            &["-s", &user, "-au", &user, "-ap", &pw],
+        );
+        assert!(ok, "agent{i} could not register:\n{out}");
+    }
+    let (answers, busy, silent) = (free_port(), free_port(), free_port());
+    let _phones = [
+        Phone::start("uas-agent.xml", agent_port),
+        Phone::start("uas-lead-answers.xml", answers),
+        Phone::start("uas-busy.xml", busy),
+        Phone::start("uas-ring-until-cancel.xml", silent),
+    ];
+
+    // 200 leads: 4 never answer, 20 are busy, 174 answer; one of those is on the DNC list and
+    // one is where it is 22:00.
+    let (noon, late) = (zone_at_hour(12), zone_at_hour(22));
+    let mut csv = String::from("number,tz,first_name\n");
+    let mut row = |n: String, tz: &str| csv += &format!("{n},{tz},Lee\n");
+    (0..4).for_each(|i| row(format!("+1212777{i:04}"), &noon));
+    (0..20).for_each(|i| row(format!("+1212666{i:04}"), &noon));
+    (0..172).for_each(|i| row(format!("+1212555{i:04}"), &noon));
+    row("+12125559990".into(), &noon);
+    row("+12125559991".into(), &late);
+    // Bad rows are rejected with their line; the good ones stay.
+    csv += "12,bad,x\n+12125550000,Etc/GMT,dup\n";
+    let dir = tempfile::tempdir().unwrap();
+    let leads = dir.path().join("leads.csv");
+    std::fs::write(&leads, csv).unwrap();
+    let trunk = |prefix: &str, port: u16| {
+        format!("[[trunks]]\nprefix = \"{prefix}\"\nuri = \"sip:{{number}}@127.0.0.1:{port}\"\n")
+    };
+    let settings = dir.path().join("spring.toml");
+    let agents: Vec<String> = (1..=AGENTS).map(|i| format!("\"agent{i}\"")).collect();
+    std::fs::write(
+        &settings,
+        format!(
+            "agents = [{}]\ncaller_id = \"+12125550199\"\nwrap_secs = 0\nring_timeout_secs = 15\n\
+             message = \"Sorry we missed you.\"\n\
+             [retry]\nmax_attempts = 5\nbusy = {{ delay = 2, max = 2 }}\nno_answer = {{ delay = 0, max = 1 }}\n\n{}{}{}",
+            agents.join(", "),
+            trunk("+1212555", answers),
+            trunk("+1212666", busy),
+            trunk("+1212777", silent),
+        ),
+    )
+    .unwrap();
+    let out = vox_remote(
+        &server,
+        &["campaigns", "create", "spring", "--settings", settings.to_str().unwrap()],
+    );
+    assert!(out.contains("campaign spring created (draft)"), "{out}");
+    // A setting the law forbids is refused with the reason.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "agents = [\"agent1\"]\nring_timeout_secs = 5\n[[trunks]]\nuri = \"sip:{number}@x\"\n",
+    )
+    .unwrap();
+    let err = vox_remote_fails(
+        &server,
+        &["campaigns", "create", "bad", "--settings", bad.to_str().unwrap()],
+    );
+    assert!(err.contains("ring_timeout_secs 5: 15 to 120"), "{err}");
+
+    let report =
+        vox_json(&server, &["leads", "import", leads.to_str().unwrap(), "--campaign", "spring"]);
+    assert_eq!(report["added"], 198, "{report}");
+    assert_eq!(report["rejected_total"], 2, "{report}");
+    let reasons: Vec<String> = report["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}: {}", r["line"], r["reason"].as_str().unwrap()))
+        .collect();
+    assert!(reasons[0].starts_with("200: ") && reasons[1].starts_with("201: "), "{reasons:?}");
+    let json = serde_json::json!([{ "number": "+1 (212) 555-0500", "tz": noon }, { "number": "+1 212 555 0501", "tz": noon }]);
+    let body = dir.path().join("more.json");
+    std::fs::write(&body, json.to_string()).unwrap();
+    // The same import over REST as JSON (the CLI sends CSV).
+    let http = server.http.unwrap();
+    let key = std::fs::read_to_string(server.data().join("admin.key")).unwrap();
+    let out = Command::new("curl")
+        .args(["-sf", "-X", "POST", "-H", "content-type: application/json"])
+        .args(["-H", &format!("authorization: Bearer {}", key.trim())])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("http://{http}/api/v1/campaigns/spring/leads"))
+        .output()
+        .unwrap();
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(added["added"], 2, "{added} {}", String::from_utf8_lossy(&out.stderr));
+    vox_remote(&server, &["dnc", "add", "+1 (212) 555-9990", "--reason", "asked not to be called"]);
+
+    vox_remote(&server, &["campaigns", "start", "spring"]);
+    // Pausing stops new dials at once: nothing starts after the pause has answered.
+    vox_until(&server, &["campaigns", "attempts", "spring", "--limit", "1000"], 30, |a| {
+        len(a) >= 20
+    });
+    vox_remote(&server, &["campaigns", "pause", "spring"]);
+    let at_pause = len(&vox_json(&server, &["campaigns", "attempts", "spring", "--limit", "1000"]));
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = len(&vox_json(&server, &["campaigns", "attempts", "spring", "--limit", "1000"]));
+    assert_eq!(later, at_pause, "dials began after the pause");
+
+    vox_remote(&server, &["campaigns", "start", "spring"]);
+    // Done when only the late lead is open and nothing is dialling.
+    let show = vox_until(&server, &["campaigns", "show", "spring"], 180, |c| {
+        c["counts"]["leads"]["done"] == 199 && c["counts"]["attempts"].get("dialing").is_none()
+    });
+    let counts = &show["counts"];
+    let d = |k: &str| counts["dispositions"][k].as_i64().unwrap_or(0);
+    let a = |k: &str| counts["attempts"][k].as_i64().unwrap_or(0);
+    // Agents auto-answer in milliseconds; a loaded machine may still abandon a few.
+    assert_eq!(d("contacted") + a("abandoned"), 174, "{show}");
+    assert!(a("abandoned") <= 3, "{show}");
+    assert_eq!((d("busy"), d("no-answer"), d("dnc")), (20, 4, 1), "{show}");
+    assert_eq!((a("busy"), a("no-answer")), (40, 4), "busy leads are retried once: {show}");
+    assert_eq!(counts["leads"]["retry"], 1, "{show}");
+
+    let attempts = vox_json(&server, &["campaigns", "attempts", "spring", "--limit", "1000"]);
+    let attempts = attempts.as_array().unwrap();
+    assert_eq!(attempts.len(), 218);
+    for at in attempts {
+        let n = at["number"].as_str().unwrap();
+        assert!(n != "+12125559990" && n != "+12125559991", "dialled {n}: {at}");
+        assert!(at["local_time"].as_str().unwrap().contains("Etc/GMT"), "{at}");
+        assert!(at["call_id"].as_str().is_some_and(|c| c.starts_with("CA")), "{at}");
+        match at["outcome"].as_str().unwrap() {
+            "human" => {
+                assert!(at["agent"].as_str().unwrap().starts_with("agent"), "{at}");
+                assert!(at["answer_to_agent_ms"].as_i64().unwrap() <= 2000, "{at}");
+            }
+            "abandoned" => assert_eq!(at["played"], "Sorry we missed you.", "{at}"),
+            "no-answer" => assert!(at["ring_ms"].as_i64().unwrap() >= 15_000, "{at}"),
+            "busy" => {}
+            other => panic!("unexpected outcome {other}: {at}"),
+        }
+    }
+    let late_lead =
+        vox_json(&server, &["leads", "ls", "--campaign", "spring", "--status", "retry"]);
+    assert!(
+        late_lead[0]["note"].as_str().unwrap().contains("outside calling hours: Etc/GMT"),
+        "{late_lead}"
+    );
+    let dnc_lead = vox_json(&server, &["leads", "ls", "--campaign", "spring", "--limit", "1000"]);
+    let dnc_lead =
+        dnc_lead.as_array().unwrap().iter().find(|l| l["number"] == "+12125559990").unwrap();
+    assert_eq!(
+        (dnc_lead["disposition"].as_str(), dnc_lead["attempts"].as_i64()),
+        (Some("dnc"), Some(0))
+    );
+
+    // Every attempt's call left a CDR.
+    let cdrs = vox_json(&server, &["cdrs", "--limit", "1000"]);
+    let by_outcome =
+        |o: &str| cdrs.as_array().unwrap().iter().filter(|c| c["outcome"] == o).count();
+    assert_eq!(by_outcome("busy"), 40);
+    assert_eq!(by_outcome("no-answer"), 4);
+    assert_eq!(by_outcome("completed"), 174);
+
+    // Stopped for good; the live view ends once it shows `finished`.
+    vox_remote(&server, &["campaigns", "stop", "spring"]);
+    let out = vox_remote(&server, &["campaigns", "show", "spring", "--follow"]);
+    assert!(out.contains("finished") && out.contains("dialled"), "{out}");
+    let err = vox_remote_fails(&server, &["campaigns", "start", "spring"]);
+    assert!(err.contains("finished: it cannot become running"), "{err}");
+}

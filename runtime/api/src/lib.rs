@@ -32,6 +32,7 @@ use voxide_store::{
 };
 
 pub mod calls;
+pub mod campaigns;
 pub mod events;
 
 pub use voxide_runtime::node::outbox::{
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub events: EventBus,
     /// Where this node's recordings are (None: it keeps none).
     pub recordings_dir: Option<PathBuf>,
+    /// This node's dialer (None: campaigns are stored but run elsewhere).
+    pub dialer: Option<voxide_runtime::dialer::runner::Dialer>,
 }
 
 impl ApiState {
@@ -73,6 +76,7 @@ impl ApiState {
             hub: None,
             events: EventBus::default(),
             recordings_dir: None,
+            dialer: None,
         }
     }
 
@@ -84,6 +88,7 @@ impl ApiState {
             hub: Some(node.hub().clone()),
             events: node.events().clone(),
             recordings_dir: Some(node.recordings_dir().to_owned()),
+            dialer: Some(node.dialer().clone()),
             ..ApiState::new(node.store().clone(), node.engine().clone())
         }
     }
@@ -252,7 +257,7 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Voxide control API", description = "Flows, versions, aliases and routes of a tenant; its live calls, CDRs, recordings, events and webhooks. Every route needs `Authorization: Bearer <API key>`."),
+    info(title = "Voxide control API", description = "Flows, versions, aliases and routes of a tenant; its live calls, CDRs, recordings, events and webhooks; dialer campaigns, leads, do-not-call lists and attempts. Every route needs `Authorization: Bearer <API key>`."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     components(schemas(ErrorBody, ErrorDetail))
@@ -286,6 +291,17 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(events::list_webhooks, events::add_webhook))
         .routes(routes!(events::delete_webhook))
         .routes(routes!(events::list_deliveries))
+        .routes(routes!(campaigns::list_campaigns, campaigns::create_campaign))
+        .routes(routes!(campaigns::get_campaign))
+        .routes(routes!(campaigns::start_campaign))
+        .routes(routes!(campaigns::pause_campaign))
+        .routes(routes!(campaigns::stop_campaign))
+        .routes(routes!(campaigns::list_leads, campaigns::import_leads))
+        .routes(routes!(campaigns::list_attempts))
+        .routes(routes!(campaigns::campaign_stats))
+        .routes(routes!(campaigns::stream_stats))
+        .routes(routes!(campaigns::list_dnc, campaigns::add_dnc))
+        .routes(routes!(campaigns::remove_dnc))
         .split_for_parts();
     let openapi = Arc::new(openapi);
     router

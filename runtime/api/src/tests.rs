@@ -507,14 +507,22 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
     }
     listed.sort();
     let expected = [
+        "DELETE /api/v1/dnc/{number}",
         "DELETE /api/v1/flows/{name}/versions/{version}",
         "DELETE /api/v1/recordings/{id}",
         "DELETE /api/v1/routes/{id}",
         "DELETE /api/v1/webhooks/{id}",
         "GET /api/v1/calls",
         "GET /api/v1/calls/{id}",
+        "GET /api/v1/campaigns",
+        "GET /api/v1/campaigns/{name}",
+        "GET /api/v1/campaigns/{name}/attempts",
+        "GET /api/v1/campaigns/{name}/leads",
+        "GET /api/v1/campaigns/{name}/stats",
+        "GET /api/v1/campaigns/{name}/stats/stream",
         "GET /api/v1/cdrs",
         "GET /api/v1/cdrs/{id}",
+        "GET /api/v1/dnc",
         "GET /api/v1/events",
         "GET /api/v1/events/log",
         "GET /api/v1/flows",
@@ -533,6 +541,12 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
         "POST /api/v1/calls/{id}/play",
         "POST /api/v1/calls/{id}/redirect",
         "POST /api/v1/calls/{id}/say",
+        "POST /api/v1/campaigns",
+        "POST /api/v1/campaigns/{name}/leads",
+        "POST /api/v1/campaigns/{name}/pause",
+        "POST /api/v1/campaigns/{name}/start",
+        "POST /api/v1/campaigns/{name}/stop",
+        "POST /api/v1/dnc",
         "POST /api/v1/flows/{name}/versions",
         "POST /api/v1/routes",
         "POST /api/v1/webhooks",
@@ -1062,5 +1076,165 @@ async fn webhooks_arrive_exactly_once_after_dedupe_with_valid_signatures_despite
             .map(|(id, _, _)| id.as_str())
             .collect();
         assert_eq!(completed.len(), 5, "each call's CDR event once");
+    }
+}
+
+#[tokio::test]
+async fn campaigns_leads_and_dnc_are_tenant_scoped_validated_and_keep_good_rows() {
+    for env in envs().await {
+        let store = &env.state.store;
+        let other = store.create_tenant("other").await.unwrap();
+        let theirs = store.create_key(&other.id, "theirs", Role::Admin).await.unwrap().secret;
+        let reader = store.create_key(&other.id, "reader", Role::Read).await.unwrap().secret;
+        let spec = |name: &str, ring: u64| {
+            serde_json::json!({"name": name, "settings": {
+                "agents": ["alice"], "ring_timeout_secs": ring,
+                "trunks": [{"prefix": "+1", "uri": "sip:{number}@carrier.test"}]}})
+        };
+        // Every problem at once; nothing stored.
+        let bad = serde_json::json!({"name": "x", "strategy": "greedy", "abandon_target": 0.2,
+            "settings": {"agents": [], "trunks": []}});
+        let (status, v) = post_json(&env, Method::POST, "/api/v1/campaigns", &env.admin, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        for needle in ["strategy", "abandon_target", "agents", "trunks"] {
+            assert!(message.contains(needle), "{message}");
+        }
+        let (status, v) =
+            post_json(&env, Method::POST, "/api/v1/campaigns", &env.admin, spec("spring", 10))
+                .await;
+        assert!(status == StatusCode::BAD_REQUEST && code(&v) == "invalid", "{v}");
+        let (status, v) =
+            post_json(&env, Method::POST, "/api/v1/campaigns", &reader, spec("spring", 20)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+        let (status, v) =
+            post_json(&env, Method::POST, "/api/v1/campaigns", &env.admin, spec("spring", 20))
+                .await;
+        assert_eq!((status, v["state"].as_str()), (StatusCode::CREATED, Some("draft")), "{v}");
+
+        // CSV: good rows kept, bad ones listed with their line.
+        let csv = "number,tz,first\n+12125550100,America/New_York,Ann\nnot a number,,x\n\
+                   +12125550100,,dup\n+12125550101,Mars/Base,Bo\n+12125550102,,\"Cy\"\n";
+        let (status, report) = call(
+            &env,
+            Method::POST,
+            "/api/v1/campaigns/spring/leads",
+            Some(&env.admin),
+            Some("text/csv"),
+            csv.as_bytes().to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["added"], 2, "{report}");
+        let lines: Vec<i64> = report["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["line"].as_i64().unwrap())
+            .collect();
+        assert_eq!(lines, [3, 4, 5], "{report}");
+        // JSON: a number already in the campaign is a rejection, not an error.
+        let (status, report) = post_json(
+            &env,
+            Method::POST,
+            "/api/v1/campaigns/spring/leads",
+            &env.admin,
+            serde_json::json!([{"number": "+1 212 555 0102"}, {"number": "+1 212 555 0103", "vars": {"a": "b"}}]),
+        )
+        .await;
+        assert_eq!((status, report["added"].as_i64()), (StatusCode::OK, Some(1)), "{report}");
+        let (_, leads) = get(&env, "/api/v1/campaigns/spring/leads", &env.admin).await;
+        assert_eq!(leads.as_array().unwrap().len(), 3);
+        assert_eq!(leads[0]["vars"]["first"], "Ann");
+        assert_eq!(leads[0]["status"], "new");
+
+        // Another tenant sees none of it, and cannot start or fill it.
+        for path in ["/api/v1/campaigns/spring", "/api/v1/campaigns/spring/leads"] {
+            let (status, _) = get(&env, path, &theirs).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        }
+        let (status, _) = post_json(
+            &env,
+            Method::POST,
+            "/api/v1/campaigns/spring/start",
+            &theirs,
+            serde_json::Value::Null,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, list) = get(&env, "/api/v1/campaigns", &theirs).await;
+        assert_eq!(list, serde_json::json!([]));
+
+        // Life cycle through the API.
+        let (status, v) = post_json(
+            &env,
+            Method::POST,
+            "/api/v1/campaigns/spring/start",
+            &env.admin,
+            serde_json::Value::Null,
+        )
+        .await;
+        assert_eq!((status, v["state"].as_str()), (StatusCode::OK, Some("running")), "{v}");
+        post_json(
+            &env,
+            Method::POST,
+            "/api/v1/campaigns/spring/stop",
+            &env.admin,
+            serde_json::Value::Null,
+        )
+        .await;
+        let (status, v) = post_json(
+            &env,
+            Method::POST,
+            "/api/v1/campaigns/spring/start",
+            &env.admin,
+            serde_json::Value::Null,
+        )
+        .await;
+        assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "conflict"), "{v}");
+        let (_, stats) = get(&env, "/api/v1/campaigns/spring/stats", &env.admin).await;
+        assert_eq!(
+            (stats["state"].as_str(), stats["leads_open"].as_i64()),
+            (Some("finished"), Some(3))
+        );
+
+        // DNC: numbers normalised, bad ones rejected, per tenant.
+        let (status, v) = post_json(
+            &env,
+            Method::POST,
+            "/api/v1/dnc",
+            &env.admin,
+            serde_json::json!({"numbers": ["+1 (212) 555-0100", "0800 FREE"], "reason": "asked"}),
+        )
+        .await;
+        assert_eq!(
+            (status, v["added"].as_i64(), v["rejected"][0]["line"].as_i64()),
+            (StatusCode::OK, Some(1), Some(2)),
+            "{v}"
+        );
+        let (_, mine) = get(&env, "/api/v1/dnc", &env.admin).await;
+        assert_eq!(mine[0]["number"], "+12125550100");
+        let (_, none) = get(&env, "/api/v1/dnc", &theirs).await;
+        assert_eq!(none, serde_json::json!([]));
+        let (status, _) = call(
+            &env,
+            Method::DELETE,
+            "/api/v1/dnc/%2B12125550100",
+            Some(&theirs),
+            None,
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = call(
+            &env,
+            Method::DELETE,
+            "/api/v1/dnc/%2B12125550100",
+            Some(&env.admin),
+            None,
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
     }
 }

@@ -222,6 +222,7 @@ impl SipCall {
                             }
                             // `record`: both parties, one channel each (caller left).
                             let recording = if opts.record { self.start_bridge_recording().await } else { None };
+                            self.bridged_at = Some(std::time::Instant::now());
                             let talk = self.bridged(leg, &mut events).await;
                             if let (Some(b), Some(a)) = (&b_media, &self.session) {
                                 unbridge(a, b);

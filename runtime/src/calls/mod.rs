@@ -23,7 +23,8 @@
 //!   [`CallControl`] impl, which hands the verbs below to their files;
 //! - `dial.rs`: `dial` as a B2BUA, `transfer` (REFER), calls to registered users, SIP targets;
 //! - `rendezvous.rs`: queues and conference rooms (per tenant);
-//! - `originate.rs`: calls placed through the API.
+//! - `originate.rs`: calls placed through the API;
+//! - `campaign.rs`: a dialer campaign's calls to leads, bridged to agents by the host.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -54,6 +55,7 @@ use voxide_media::session::{
     unbridge, unbridge_links,
 };
 
+mod campaign;
 mod dial;
 mod dispatch;
 mod originate;
@@ -61,6 +63,7 @@ mod rendezvous;
 mod signals;
 mod sip_call;
 
+pub use campaign::{AgentPicker, LeadCall, LeadCallEnd, place_lead_call};
 use dial::{LegEnd, leg_end, legs_for, ring_user};
 use dispatch::run_flows;
 pub use dispatch::serve;
@@ -152,6 +155,9 @@ pub struct SipCall {
     caller_gone: bool,
     /// The API redirected the call: the running flow sees a hang-up, the next one resumes.
     redirecting: bool,
+    /// When the last `dial` bridged a party (a caller hanging up mid-bridge makes `dial` a
+    /// hang-up, yet the party was connected).
+    bridged_at: Option<std::time::Instant>,
 }
 
 /// What real media needs: the RTP engine, prompts, where recordings go, conference rooms.

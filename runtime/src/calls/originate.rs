@@ -13,6 +13,13 @@ pub(crate) struct Originator {
     pub(super) kv: MemoryKv,
 }
 
+impl Originator {
+    /// The SIP task (registrations, dialogs).
+    pub(crate) fn sip(&self) -> &SipHandle {
+        &self.sip
+    }
+}
+
 /// Signalling-only SDP (media port 9, inactive), until the media engine allocates ports.
 pub(super) fn inactive_sdp(advertised: SocketAddr, session_id: u64) -> Vec<u8> {
     let ip = advertised.ip();

@@ -34,6 +34,7 @@ impl SipCall {
             live: None,
             caller_gone: false,
             redirecting: false,
+            bridged_at: None,
         }
     }
 

@@ -3,9 +3,11 @@
 //! requires (calling hours, do-not-call lists, the abandon-rate limit) is the host's, and a
 //! strategy's decision is clamped to it.
 
+pub mod campaign;
 pub mod compliance;
 pub mod import;
 pub mod leads;
 pub mod pacer;
+pub mod runner;
 pub mod sim;
 pub mod zones;

@@ -43,6 +43,8 @@ use self::config::parse_ports;
 pub use self::outbox::{EventBus, RetryPolicy};
 use crate::builder::{self, BuildOptions};
 use crate::calls::{self, MediaServices, Router};
+use crate::dialer::pacer::{PacerEngine, PacerLimits};
+use crate::dialer::runner::{Dialer, Strategies};
 use crate::flows::{FlowEngine, FlowEngineConfig, HANDLER_EXPORT, LoadError};
 use crate::hub::CallHub;
 use crate::kv::MemoryKv;
@@ -66,6 +68,7 @@ pub struct NodeBuilder {
     store: Option<Store>,
     engine: Option<FlowEngine>,
     samples: Option<Samples>,
+    strategies: Option<PathBuf>,
     retry: RetryPolicy,
 }
 
@@ -127,6 +130,7 @@ pub struct Node {
     drain: Duration,
     calls: JoinHandle<()>,
     writer: JoinHandle<()>,
+    dialer: Dialer,
     started: Started,
 }
 
@@ -140,6 +144,7 @@ impl Node {
             store: None,
             engine: None,
             samples: None,
+            strategies: None,
             retry: RetryPolicy::default(),
         }
     }
@@ -160,6 +165,11 @@ impl Node {
         &self.media
     }
     /// Committed events, for live streams.
+    /// The campaigns running on this node.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
     pub fn events(&self) -> &EventBus {
         &self.events
     }
@@ -297,6 +307,13 @@ impl NodeBuilder {
     }
 
     /// How webhooks are retried.
+    /// Where the sample pacing strategies' crates are (`sample-strategies/`): campaigns
+    /// name them, and they are built on first use.
+    pub fn strategies(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.strategies = Some(dir.into());
+        self
+    }
+
     pub fn webhook_retries(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
@@ -304,7 +321,7 @@ impl NodeBuilder {
 
     /// Starts the node: store, routes, SIP, media and the node's tasks.
     pub async fn start(self) -> anyhow::Result<Node> {
-        let NodeBuilder { config, base, store, engine, samples, retry } = self;
+        let NodeBuilder { config, base, store, engine, samples, strategies, retry } = self;
         let data_dir = config.data_dir.clone().unwrap_or_else(|| PathBuf::from("voxide-data"));
         let engine = match engine {
             Some(engine) => engine,
@@ -425,6 +442,14 @@ impl NodeBuilder {
         };
         let calls =
             tokio::spawn(calls::serve(services, routes_rx.clone(), sip.clone(), sip_events));
+        let pacer = PacerEngine::new(engine.sandbox(), PacerLimits::default())?;
+        let dialer = Dialer::spawn(
+            store.clone(),
+            hub.clone(),
+            events.clone(),
+            pacer,
+            Strategies::new(strategies),
+        );
         Ok(Node {
             store,
             engine,
@@ -440,6 +465,7 @@ impl NodeBuilder {
             drain: Duration::from_secs(config.drain_timeout_secs.unwrap_or(30)),
             calls,
             writer,
+            dialer,
             started,
         })
     }

@@ -124,6 +124,16 @@ pub async fn record_activity(
     }
 }
 
+/// Writes one event that no call reports (a campaign's), then streams and delivers it like
+/// the calls' events.
+pub async fn emit(store: &Store, bus: &EventBus, event: voxide_store::NewEvent) {
+    let activity = voxide_store::Activity { events: vec![event], ..Default::default() };
+    for event in write_batch(store, &[activity]).await {
+        let _ = bus.live.send(Arc::new(event));
+    }
+    bus.committed.notify_one();
+}
+
 async fn write_batch(store: &Store, batch: &[voxide_store::Activity]) -> Vec<Event> {
     let mut delay = Duration::from_millis(100);
     loop {

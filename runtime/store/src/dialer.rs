@@ -431,13 +431,15 @@ impl Store {
     }
 
     /// Starts an attempt: the lead goes to `dialing` and its audit row is written, together.
-    /// `None` when the lead is no longer due (another node took it, or it was changed).
+    /// `None` when the lead is no longer due (another node took it, or it was changed) or
+    /// its campaign is not running: once a pause commits, no attempt begins.
     pub async fn begin_attempt(&self, lead: &Lead, new: NewAttempt) -> Result<Option<String>> {
         let mut tx = self.pool.begin().await?;
         let at = now();
         let moved = sqlx::query(
             "UPDATE leads SET status = 'dialing', updated_at = $1 \
-             WHERE id = $2 AND status IN ('new', 'retry')",
+             WHERE id = $2 AND status IN ('new', 'retry') AND EXISTS \
+             (SELECT 1 FROM campaigns c WHERE c.id = leads.campaign_id AND c.state = 'running')",
         )
         .bind(at)
         .bind(&lead.id)

@@ -1,0 +1,173 @@
+//! A campaign's call to a lead: placed like any outbound call (admitted, listed, CDR), and
+//! once a human answers, bridged by the host to an agent within the compliance window —
+//! else the campaign's information message is played and the call ends, abandoned. No flow
+//! runs: the law's 2 s cannot wait for guest code.
+
+use std::time::Instant;
+
+use super::originate::place;
+use super::*;
+use crate::dialer::leads::Outcome;
+
+/// Picks the agent for an answered call (the longest-idle ready one) and marks it talking;
+/// `None` when no agent is ready now.
+pub type AgentPicker = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// One attempt to reach a lead.
+pub struct LeadCall {
+    pub tenant: String,
+    /// Shown in the call list (`campaign spring`).
+    pub label: String,
+    /// The SIP URI the trunk gives for the lead's number.
+    pub to: String,
+    /// Caller ID presented.
+    pub from: Option<String>,
+    /// How long to ring (the compliance rules' minimum already applied).
+    pub ring_timeout: Duration,
+    /// The answered call is abandoned unless an agent is connected within this.
+    pub agent_within: Duration,
+    /// Said to an answered call no agent took, before hanging up.
+    pub message: String,
+    pub agents: AgentPicker,
+}
+
+impl std::fmt::Debug for LeadCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeadCall").field("to", &self.to).field("label", &self.label).finish()
+    }
+}
+
+/// How an attempt ended, for the lead state machine and the audit row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeadCallEnd {
+    pub call_id: String,
+    pub outcome: Outcome,
+    /// INVITE to answer (or to the final response).
+    pub ring_ms: u64,
+    /// Answer to the agent's answer, when one was connected.
+    pub answer_to_agent_ms: Option<u64>,
+    /// Agent talk time, when one was connected.
+    pub talk_ms: Option<u64>,
+    /// The agent picked (connected or not).
+    pub agent: Option<String>,
+    /// What the caller heard instead of an agent.
+    pub played: Option<String>,
+    pub detail: String,
+}
+
+/// Places `req`. The attempt's end arrives on the returned channel; the call's CDR is
+/// written like any other call's.
+pub async fn place_lead_call(
+    hub: &Arc<CallHub>,
+    req: LeadCall,
+) -> Result<tokio::sync::oneshot::Receiver<LeadCallEnd>, HubError> {
+    let started = Instant::now();
+    let ringing = place(hub, &req.tenant, &req.to, req.from.as_deref(), |from, to| {
+        hub.start_unrouted(&req.tenant, from, to, req.label.clone())
+    })
+    .await?;
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        let live = ringing.live.clone();
+        let ms = |since: Instant| since.elapsed().as_millis() as u64;
+        let mut end = LeadCallEnd {
+            call_id: live.id.clone(),
+            outcome: Outcome::Failed,
+            ring_ms: 0,
+            answer_to_agent_ms: None,
+            talk_ms: None,
+            agent: None,
+            played: None,
+            detail: String::new(),
+        };
+        let mut call = match ringing.answered(req.ring_timeout).await {
+            Ok(call) => call,
+            Err((cdr_outcome, detail)) => {
+                end.ring_ms = ms(started);
+                end.outcome = match cdr_outcome {
+                    "busy" => Outcome::Busy,
+                    "no-answer" => Outcome::NoAnswer,
+                    _ => Outcome::Failed,
+                };
+                end.detail = detail.clone();
+                hub.finish(&live, live.record(cdr_outcome, detail, 0));
+                let _ = done_tx.send(end);
+                return;
+            }
+        };
+        end.ring_ms = ms(started);
+        let answered = Instant::now();
+        let (outcome, detail) = connect_agent(&mut call, &req, answered, &mut end).await;
+        call.hangup().await;
+        end.detail = detail.clone();
+        hub.finish(&live, live.record(outcome, detail, 1));
+        let _ = done_tx.send(end);
+    });
+    Ok(done)
+}
+
+/// Bridges the answered call to an agent within `agent_within`, or plays the message:
+/// returns the CDR's outcome and detail, and fills in the attempt's.
+async fn connect_agent(
+    call: &mut SipCall,
+    req: &LeadCall,
+    answered: Instant,
+    end: &mut LeadCallEnd,
+) -> (&'static str, String) {
+    let left = |d: Duration| d.saturating_sub(answered.elapsed());
+    // An agent may come free during the window: look again every 100 ms.
+    let agent = loop {
+        if let Some(agent) = (req.agents)() {
+            break Some(agent);
+        }
+        if left(req.agent_within).is_zero() {
+            break None;
+        }
+        match call.wait(100.min(left(req.agent_within).as_millis() as u64).max(1)).await {
+            Ok(()) => {}
+            Err(_) => {
+                end.outcome = Outcome::Abandoned;
+                return ("hung-up", "the lead hung up before an agent was free".into());
+            }
+        }
+    };
+    if let Some(agent) = agent {
+        end.agent = Some(agent.clone());
+        let timeout = left(req.agent_within);
+        let opts = DialOptions {
+            timeout_ms: timeout.as_millis().max(1) as u32,
+            caller_id: None,
+            record: false,
+        };
+        let dialled = Instant::now();
+        let result = call.dial(vec![agent.clone()], opts).await;
+        // Connected when the bridge began, whoever hung up first.
+        if let Some(bridged) = call.bridged_at.filter(|at| *at >= dialled) {
+            let to_agent = (bridged - answered).as_millis() as u64;
+            let talk_ms = bridged.elapsed().as_millis() as u64;
+            end.answer_to_agent_ms = Some(to_agent);
+            end.talk_ms = Some(talk_ms);
+            end.outcome = Outcome::Human;
+            return (
+                "completed",
+                format!("bridged to agent {agent} after {to_agent} ms, {talk_ms} ms talk"),
+            );
+        }
+        match result {
+            Ok(DialOutcome::Answered { .. }) => {}
+            Err(CallError::Hangup) => {
+                end.outcome = Outcome::Abandoned;
+                return ("hung-up", format!("the lead hung up while agent {agent} rang"));
+            }
+            Ok(other) => tracing::warn!(agent, "agent did not take the call: {other:?}"),
+            Err(e) => tracing::warn!(agent, "agent did not take the call: {e}"),
+        }
+    }
+    // Abandoned: the law wants the caller told who called and how to call back.
+    end.outcome = Outcome::Abandoned;
+    end.played = Some(req.message.clone());
+    let _ = call.say(req.message.clone(), SayOptions::default()).await;
+    let within = req.agent_within.as_millis();
+    ("completed", format!("abandoned: no agent within {within} ms; the message was played"))
+}
