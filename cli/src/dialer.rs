@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use voxide_runtime::builder::{self, BuildOptions};
 use voxide_runtime::dialer::pacer::{PacerEngine, PacerLimits};
-use voxide_runtime::dialer::sim::{Mode, SimConfig, SimReport, simulate, svg};
+use voxide_runtime::dialer::sim::{Mode, SimConfig, SimReport, simulate_carrying, svg};
 use voxide_runtime::flows::{FlowEngine, FlowEngineConfig};
 
 #[derive(clap::Subcommand, Debug)]
@@ -46,6 +46,11 @@ pub struct SimulateArgs {
     /// Days to simulate, each with its own seed (seed, seed + 1, …).
     #[arg(long, default_value_t = 1)]
     pub days: u32,
+    /// The days are one campaign: each starts a day after the one before and the abandon
+    /// ledger carries over (30 days rolling for the US, 24 h for the UK), as the law counts
+    /// it. Without it every day starts with an empty ledger.
+    #[arg(long)]
+    pub one_campaign: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Campaign abandon limit (abandoned / answered).
@@ -125,19 +130,28 @@ pub async fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
     let strategy = engine.load(&bytes).with_context(|| format!("loading {}", args.strategy))?;
     base.mode = mode;
     println!(
-        "{} · {} agents · {} leads · answer {:.0} % · AHT {:?} · {:.1} h days",
+        "{} · {} agents · {} leads · answer {:.0} % · AHT {:?} · {:.1} h days{}",
         args.strategy,
         args.agents,
         args.leads,
         args.answer_rate * 100.0,
         args.aht,
-        args.day.as_secs_f64() / 3600.0
+        args.day.as_secs_f64() / 3600.0,
+        if args.one_campaign { " · one campaign (ledger carried)" } else { "" }
     );
     let mut reports: Vec<SimReport> = Vec::new();
+    let mut ledger = None;
     for day in 0..args.days.max(1) {
         let started = Instant::now();
-        let cfg = SimConfig { seed: args.seed + u64::from(day), ..base.clone() };
-        let r = simulate(&engine, &strategy, &cfg).await;
+        let mut cfg = SimConfig { seed: args.seed + u64::from(day), ..base.clone() };
+        if args.one_campaign {
+            let offset = std::time::Duration::from_secs(86_400 * u64::from(day));
+            cfg.start = base.start.checked_add(offset).unwrap_or(base.start);
+        }
+        let (r, carried) = simulate_carrying(&engine, &strategy, &cfg, ledger.take()).await;
+        if args.one_campaign {
+            ledger = Some(carried);
+        }
         if args.days > 1 {
             println!(
                 "day {:2}: abandon {:4.1} %  utilisation {:4.1} %  ({:.1} s)",

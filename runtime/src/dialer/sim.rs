@@ -194,11 +194,23 @@ impl SimConfig {
 
 /// Runs one simulated day of `strategy`.
 pub async fn simulate(engine: &PacerEngine, strategy: &Strategy, cfg: &SimConfig) -> SimReport {
+    simulate_carrying(engine, strategy, cfg, None).await.0
+}
+
+/// [`simulate`], starting from `ledger` (the abandon ledger of the days before, for a campaign
+/// simulated day after day as the law counts it: 30 days rolling in the US); returns the
+/// ledger at the end of the day with the report.
+pub async fn simulate_carrying(
+    engine: &PacerEngine,
+    strategy: &Strategy,
+    cfg: &SimConfig,
+    ledger: Option<Ledger>,
+) -> (SimReport, Ledger) {
     let mut rng =
         Rng(SplitMix64(cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xD1B5_4A32_D192_ED03));
     let mut pacing = Pacing::new(engine, strategy);
     let mut report = SimReport::default();
-    let mut ledger = Ledger::new(cfg.rules.jurisdiction.ledger_window());
+    let mut ledger = ledger.unwrap_or_else(|| Ledger::new(cfg.rules.jurisdiction.ledger_window()));
     let mut minute = Ledger::new(Duration::from_secs(60));
     let numbers: Vec<String> =
         (0..cfg.leads).map(|i| format!("+1212{:07}", i % 10_000_000)).collect();
@@ -445,7 +457,7 @@ pub async fn simulate(engine: &PacerEngine, strategy: &Strategy, cfg: &SimConfig
     let logged_in = f64::from(cfg.agents) * cfg.day.as_secs_f64();
     report.utilisation = if logged_in > 0.0 { talk_secs as f64 / logged_in } else { 0.0 };
     report.calls_per_agent_hour = report.connected as f64 / (logged_in / 3600.0).max(1e-9);
-    report
+    (report, ledger)
 }
 
 fn connect(
