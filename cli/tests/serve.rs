@@ -111,7 +111,11 @@ fn serve_in(
     // The SIP and HTTP addresses come before the RTP line, the last one at start.
     let (mut addr, mut http) = (None, None);
     loop {
-        let line = lines.next().expect("vox serve exited before listening").unwrap();
+        let Some(line) = lines.next() else {
+            let log = std::fs::read_to_string(data.path().join("vox.log")).unwrap_or_default();
+            panic!("vox serve exited before listening; its log:\n{log}");
+        };
+        let line = line.unwrap();
         if let Some(a) = line.strip_prefix("SIP listening on udp ") {
             addr = Some(a.parse().unwrap());
         } else if let Some(a) = line.strip_prefix("HTTP listening on ") {
@@ -157,8 +161,15 @@ fn sigterm_drains_new_calls_get_503_and_calls_in_progress_are_hung_up() {
     assert!(started.elapsed() < Duration::from_secs(15), "shutdown took {:?}", started.elapsed());
 }
 
+/// A port free for both UDP and TCP now (sipp's TCP mode binds the number given for UDP).
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs one sipp call with `scenario` to `service`; returns sipp's exit status and output.

@@ -476,20 +476,33 @@ async fn bind_sip(config: &NodeConfig, advertise: IpAddr) -> anyhow::Result<SipS
     let listen = config.sip.listen;
     let listen_spec =
         Listen { udp: config.sip.udp.then_some(listen), tcp: config.sip.tcp.then_some(listen) };
-    let mut server =
-        SipServer::bind(&Listen { udp: listen_spec.udp, tcp: None }, ua_config(listen, advertise))
-            .await
-            .with_context(|| format!("binding SIP UDP {listen}"))?;
-    let port = server.udp_addr().map_or(listen.port(), |a| a.port());
-    if listen_spec.tcp.is_some() {
+    // With port 0 the OS picks a free UDP port, and TCP must take the same number, which a
+    // TCP socket may hold already: pick again a few times before giving up.
+    let tries = if listen.port() == 0 { 10 } else { 1 };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let server = SipServer::bind(
+            &Listen { udp: listen_spec.udp, tcp: None },
+            ua_config(listen, advertise),
+        )
+        .await
+        .with_context(|| format!("binding SIP UDP {listen}"))?;
+        let port = server.udp_addr().map_or(listen.port(), |a| a.port());
+        if listen_spec.tcp.is_none() {
+            return Ok(server);
+        }
         let tcp = SocketAddr::new(listen.ip(), port);
         let both = Listen { udp: listen_spec.udp.map(|_| tcp), tcp: Some(tcp) };
         drop(server);
-        server = SipServer::bind(&both, ua_config(tcp, advertise))
-            .await
-            .with_context(|| format!("binding SIP {tcp}"))?;
+        match SipServer::bind(&both, ua_config(tcp, advertise)).await {
+            Ok(server) => return Ok(server),
+            Err(e) if attempt < tries => {
+                tracing::debug!("SIP port {port} is taken for TCP or UDP ({e}); another");
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("binding SIP {tcp}"))),
+        }
     }
-    Ok(server)
 }
 
 fn ua_config(listen: SocketAddr, advertise: IpAddr) -> UaConfig {
