@@ -564,6 +564,9 @@ async fn campaigns_leads_attempts_and_dnc_are_per_tenant_and_commit_together() {
         let first = &due[0];
         let audit =
             || NewAttempt { local_time: "America/New_York 10:00".into(), rules: "ok".into() };
+        // A draft campaign dials no one.
+        assert_eq!(store.begin_attempt(first, audit()).await.unwrap(), None);
+        store.set_campaign_state(&tenant.id, "spring", "running").await.unwrap();
         let id = store.begin_attempt(first, audit()).await.unwrap().unwrap();
         assert_eq!(store.begin_attempt(first, audit()).await.unwrap(), None);
         assert_eq!(store.due_count(&c.id, now()).await.unwrap(), 2);
@@ -624,6 +627,9 @@ async fn campaigns_leads_attempts_and_dnc_are_per_tenant_and_commit_together() {
         assert_eq!(store.running_campaigns().await.unwrap().len(), 1);
         store.set_campaign_state(&tenant.id, "spring", "paused").await.unwrap();
         assert_eq!(store.campaign_state(&c.id).await.unwrap(), "paused");
+        // Once a pause has committed, no attempt begins.
+        let third = &store.due_leads(&c.id, now(), 10).await.unwrap()[0];
+        assert_eq!(store.begin_attempt(third, audit()).await.unwrap(), None);
         store.set_campaign_state(&tenant.id, "spring", "finished").await.unwrap();
         assert!(matches!(
             store.set_campaign_state(&tenant.id, "spring", "running").await,
