@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use voxide_runtime::builder::{self, BuildOptions};
+use voxide_runtime::dialer::campaign::sample_strategy;
 use voxide_runtime::dialer::pacer::{PacerEngine, PacerLimits};
 use voxide_runtime::dialer::sim::{Mode, SimConfig, SimReport, simulate_carrying, svg};
 use voxide_runtime::flows::{FlowEngine, FlowEngineConfig};
@@ -85,12 +86,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn strategy_bytes(strategy: &str) -> anyhow::Result<(Vec<u8>, Mode)> {
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sample-strategies");
-    let (path, mode) = match strategy {
-        "preview" => (samples.join("preview"), Mode::Preview),
-        "progressive" => (samples.join("progressive"), Mode::Auto),
-        "predictive" => (samples.join("predictive"), Mode::Auto),
-        "adapt" | "adapt-average" => (samples.join("adapt-average"), Mode::Auto),
-        other => (PathBuf::from(other), Mode::Auto),
+    let (path, mode) = match sample_strategy(strategy) {
+        Some("preview") => (samples.join("preview"), Mode::Preview),
+        Some(sample) => (samples.join(sample), Mode::Auto),
+        None => (PathBuf::from(strategy), Mode::Auto),
     };
     if !path.exists() {
         anyhow::bail!(

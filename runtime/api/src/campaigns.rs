@@ -231,15 +231,13 @@ pub(crate) async fn import_leads(
             .collect();
         (rows, rejected, parsed.rejected_total)
     };
-    let leads: Vec<NewLead> = rows.iter().map(|(_, l)| l.clone()).collect();
+    let (lines, leads): (Vec<usize>, Vec<NewLead>) = rows.into_iter().unzip();
     let (added, duplicates) = s.store.add_leads(auth.tenant(), &campaign.id, &leads).await?;
     rejected_total += duplicates.len();
     for i in duplicates {
         if rejected.len() < MAX_REJECTIONS_LISTED {
-            rejected.push(Rejection {
-                line: rows[i].0,
-                reason: format!("{}: already in the campaign", rows[i].1.number),
-            });
+            let reason = format!("{}: already in the campaign", leads[i].number);
+            rejected.push(Rejection { line: lines[i], reason });
         }
     }
     rejected.sort_by_key(|r| r.line);

@@ -55,6 +55,22 @@ pub struct LeadCallEnd {
     pub detail: String,
 }
 
+impl LeadCallEnd {
+    /// An attempt that ended without a connection (yet): `failed`, nothing measured.
+    pub fn failed(call_id: String, detail: String) -> LeadCallEnd {
+        LeadCallEnd {
+            call_id,
+            outcome: Outcome::Failed,
+            ring_ms: 0,
+            answer_to_agent_ms: None,
+            talk_ms: None,
+            agent: None,
+            played: None,
+            detail,
+        }
+    }
+}
+
 /// Places `req`. The attempt's end arrives on the returned channel; the call's CDR is
 /// written like any other call's.
 pub async fn place_lead_call(
@@ -71,16 +87,7 @@ pub async fn place_lead_call(
     tokio::spawn(async move {
         let live = ringing.live.clone();
         let ms = |since: Instant| since.elapsed().as_millis() as u64;
-        let mut end = LeadCallEnd {
-            call_id: live.id.clone(),
-            outcome: Outcome::Failed,
-            ring_ms: 0,
-            answer_to_agent_ms: None,
-            talk_ms: None,
-            agent: None,
-            played: None,
-            detail: String::new(),
-        };
+        let mut end = LeadCallEnd::failed(live.id.clone(), String::new());
         let mut call = match ringing.answered(req.ring_timeout).await {
             Ok(call) => call,
             Err((cdr_outcome, detail)) => {

@@ -15,6 +15,12 @@ use super::leads::{Disposition, Outcome, Progress, RetryPlan, Status};
 /// The pacing strategies a node ships (`sample-strategies/`).
 pub const SAMPLE_STRATEGIES: [&str; 4] = ["preview", "progressive", "predictive", "adapt-average"];
 
+/// The sample crate a strategy name means (`adapt` is short for `adapt-average`).
+pub fn sample_strategy(name: &str) -> Option<&'static str> {
+    let name = if name == "adapt" { "adapt-average" } else { name };
+    SAMPLE_STRATEGIES.into_iter().find(|s| *s == name)
+}
+
 /// Where numbers are dialled: the longest matching prefix wins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -88,7 +94,7 @@ impl Settings {
     pub fn problems(&self, strategy: &str, abandon_target: f64) -> Vec<String> {
         let mut out = Vec::new();
         let law = Rules::default();
-        if !SAMPLE_STRATEGIES.contains(&strategy) && strategy != "adapt" {
+        if sample_strategy(strategy).is_none() {
             out.push(format!(
                 "strategy {strategy:?}: use one of {} (uploaded strategies come with manifest v1)",
                 SAMPLE_STRATEGIES.join(", ")

@@ -76,7 +76,9 @@ impl Strategies {
     }
 
     async fn get(&self, name: &str, engine: &PacerEngine) -> Result<Strategy, String> {
-        let name = if name == "adapt" { "adapt-average" } else { name };
+        let Some(name) = campaign::sample_strategy(name) else {
+            return Err(format!("no strategy {name:?}"));
+        };
         if let Some(s) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
             return Ok(s.clone());
         }
@@ -84,7 +86,7 @@ impl Strategies {
             return Err("this node has no sample strategies directory".into());
         };
         let crate_dir = dir.join(name);
-        if !campaign::SAMPLE_STRATEGIES.contains(&name) || !crate_dir.exists() {
+        if !crate_dir.exists() {
             return Err(format!("no strategy {name:?} in {}", dir.display()));
         }
         let wasm = tokio::task::spawn_blocking(move || {
@@ -546,7 +548,16 @@ impl Run<'_> {
                 if launched >= launch {
                     return;
                 }
-                match self.clear(&lead, now).await {
+                let cleared = match self.clear(&lead, now).await {
+                    Ok(cleared) => cleared,
+                    Err(e) => {
+                        // Without the DNC list or the number's history the rules cannot be
+                        // checked: dial no one until the store answers again.
+                        tracing::warn!(campaign = %self.campaign.name, "checking a lead: {e}");
+                        return;
+                    }
+                };
+                match cleared {
                     Ok(local) => {
                         if self.dial(lead, local, ended).await {
                             launched += 1;
@@ -567,12 +578,16 @@ impl Run<'_> {
     }
 
     /// The lead's local time when the rules let it be dialled now; else its new progress.
-    async fn clear(&self, lead: &Lead, now: Timestamp) -> Result<String, LeadProgress> {
+    async fn clear(
+        &self,
+        lead: &Lead,
+        now: Timestamp,
+    ) -> Result<Result<String, LeadProgress>, voxide_store::StoreError> {
         let store = &self.inner.store;
         let tenant = &self.campaign.tenant_id;
-        let on_dnc = store.on_dnc(tenant, &self.campaign.id, &lead.number).await.unwrap_or(true);
+        let on_dnc = store.on_dnc(tenant, &self.campaign.id, &lead.number).await?;
         let day_ago = now.as_millisecond() - 86_400_000;
-        let history = store.number_history(tenant, &lead.number, day_ago).await.unwrap_or_default();
+        let history = store.number_history(tenant, &lead.number, day_ago).await?;
         let ts = |ms: Option<i64>| ms.and_then(|m| Timestamp::from_millisecond(m).ok());
         let facts = LeadFacts {
             place: Place {
@@ -586,7 +601,7 @@ impl Run<'_> {
             last_abandoned: ts(history.last_abandoned),
         };
         let refused = match self.rules.may_dial(&facts, now) {
-            Ok(cleared) => return Ok(cleared.local),
+            Ok(cleared) => return Ok(Ok(cleared.local)),
             Err(refused) => refused,
         };
         let mut p = lead.progress.clone();
@@ -603,7 +618,7 @@ impl Run<'_> {
                 p.next_attempt_at = Some(at.as_millisecond());
             }
         }
-        Err(p)
+        Ok(Err(p))
     }
 
     /// Places one call; false when the lead could not be started (paused, taken, refused
@@ -659,30 +674,15 @@ impl Run<'_> {
         match place_lead_call(&self.inner.hub, req).await {
             Ok(done) => {
                 tokio::spawn(async move {
-                    let end = done.await.unwrap_or_else(|_| LeadCallEnd {
-                        call_id: String::new(),
-                        outcome: Outcome::Failed,
-                        ring_ms: 0,
-                        answer_to_agent_ms: None,
-                        talk_ms: None,
-                        agent: None,
-                        played: None,
-                        detail: "the call task ended without a result".into(),
+                    let end = done.await.unwrap_or_else(|_| {
+                        let why = "the call task ended without a result".into();
+                        LeadCallEnd::failed(String::new(), why)
                     });
                     let _ = ended.send(Ended { lead, attempt, end });
                 });
             }
             Err(e) => {
-                let end = LeadCallEnd {
-                    call_id: String::new(),
-                    outcome: Outcome::Failed,
-                    ring_ms: 0,
-                    answer_to_agent_ms: None,
-                    talk_ms: None,
-                    agent: None,
-                    played: None,
-                    detail: format!("not placed: {e}"),
-                };
+                let end = LeadCallEnd::failed(String::new(), format!("not placed: {e}"));
                 let _ = ended.send(Ended { lead, attempt, end });
             }
         }
