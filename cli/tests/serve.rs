@@ -1783,7 +1783,15 @@ struct Phone(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Phone {
     fn start(scenario: &str, port: u16) -> Phone {
+        Phone::with_files(scenario, port, &[])
+    }
+
+    /// A phone with files in its working directory (the audio its scenario streams).
+    fn with_files(scenario: &str, port: u16, files: &[(&str, Vec<u8>)]) -> Phone {
         let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
         let child = Command::new("sipp")
             .current_dir(dir.path())
             .arg("-sf")
@@ -1998,4 +2006,95 @@ fn a_campaign_of_200_leads_dials_bridges_retries_pauses_and_never_calls_dnc_or_l
     assert!(out.contains("finished") && out.contains("dialled"), "{out}");
     let err = vox_remote_fails(&server, &["campaigns", "start", "spring"]);
     assert!(err.contains("finished: it cannot become running"), "{err}");
+}
+
+#[test]
+fn machine_detection_connects_a_person_after_their_greeting_and_leaves_a_machine_a_message() {
+    let server = serve_config(
+        &format!("{ALICE}[[sip.users]]\nuser = \"agent1\"\npassword = \"pw1\"\n"),
+        &[],
+    );
+    let agent_port = free_port();
+    let (ok, out) = run_sipp(
+        "uac-register.xml",
+        agent_port,
+        Some(server.addr),
+        10,
+        &["-s", "agent1", "-au", "agent1", "-ap", "pw1"],
+    );
+    assert!(ok, "agent1 could not register:\n{out}");
+    let silence = |ms: usize| vec![0i16; ms * 8];
+    // A person: "Hello?" (0.6 s) after 0.3 s, then waits. A machine: a 4 s greeting.
+    let hello: Vec<i16> = [silence(300), chirp(0.6), silence(3000)].concat();
+    let (person, machine) = (free_port(), free_port());
+    let _phones = [
+        Phone::start("uas-agent.xml", agent_port),
+        Phone::with_files("uas-lead-greets.xml", person, &[("greeting.wav", ulaw_wav(&hello))]),
+        Phone::with_files("uas-machine.xml", machine, &[("greeting.wav", ulaw_wav(&chirp(4.0)))]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let tz = zone_at_hour(12);
+    let leads = dir.path().join("leads.csv");
+    std::fs::write(&leads, format!("number,tz\n+12125550001,{tz}\n+12126660001,{tz}\n")).unwrap();
+    let settings = dir.path().join("amd.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "agents = [\"agent1\"]\nwrap_secs = 0\n\
+             [answering_machine]\ndetect = true\non_machine = \"leave-message\"\n\
+             machine_message = \"Hello from Voxide, please call us back.\"\n\
+             [[trunks]]\nprefix = \"+1212555\"\nuri = \"sip:{{number}}@127.0.0.1:{person}\"\n\
+             [[trunks]]\nprefix = \"+1212666\"\nuri = \"sip:{{number}}@127.0.0.1:{machine}\"\n"
+        ),
+    )
+    .unwrap();
+    // Detection settings that would break the 2 s rule are refused.
+    let bad = dir.path().join("bad.toml");
+    let bad_settings = std::fs::read_to_string(&settings)
+        .unwrap()
+        .replace("detect = true", "detect = true\nafter_greeting_silence_ms = 2500");
+    std::fs::write(&bad, bad_settings).unwrap();
+    let err = vox_remote_fails(
+        &server,
+        &["campaigns", "create", "bad", "--settings", bad.to_str().unwrap()],
+    );
+    assert!(err.contains("answering_machine.after_greeting_silence_ms 2500: 300 to 1500"), "{err}");
+
+    vox_remote(&server, &["campaigns", "create", "amd", "--settings", settings.to_str().unwrap()]);
+    vox_remote(&server, &["leads", "import", leads.to_str().unwrap(), "--campaign", "amd"]);
+    vox_remote(&server, &["campaigns", "start", "amd"]);
+    let show = vox_until(&server, &["campaigns", "show", "amd"], 60, |c| {
+        let a = &c["counts"]["attempts"];
+        a["human"] == 1 && a["machine"] == 1
+    });
+    let attempts = vox_json(&server, &["campaigns", "attempts", "amd"]);
+    let by_number =
+        |n: &str| attempts.as_array().unwrap().iter().find(|a| a["number"] == n).cloned().unwrap();
+    let person = by_number("+12125550001");
+    assert_eq!(
+        (person["outcome"].as_str(), person["agent"].as_str()),
+        (Some("human"), Some("agent1")),
+        "{person} {show}"
+    );
+    let detail = person["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("machine detection: human: after-greeting-silence, 1 word(s)"),
+        "{person}"
+    );
+    // The answer-to-agent time includes the greeting; the 2 s ran from its end.
+    assert!(person["answer_to_agent_ms"].as_i64().unwrap() >= 900, "{person}");
+    let machine = by_number("+12126660001");
+    assert_eq!(machine["outcome"], "machine", "{machine}");
+    assert_eq!(machine["agent"], serde_json::Value::Null, "{machine}");
+    assert_eq!(machine["played"], "Hello from Voxide, please call us back.", "{machine}");
+    let detail = machine["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("answering machine (machine: long-greeting")
+            && detail.ends_with("message left"),
+        "{machine}"
+    );
+    // The person is done; the machine is called again later, by the retry plan.
+    assert_eq!(show["counts"]["dispositions"]["contacted"], 1, "{show}");
+    let retry = vox_json(&server, &["leads", "ls", "--campaign", "amd", "--status", "retry"]);
+    assert_eq!(retry[0]["number"], "+12126660001", "{retry}");
 }

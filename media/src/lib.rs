@@ -15,6 +15,7 @@
 //!   ptime, hold/resume directions).
 //! - `session` (feature `net`): the tokio shell — one task per call leg with its RTP/RTCP
 //!   sockets, 20 ms clock, latching, playout, recording and bridging.
+//! - [`amd`]: answering-machine detection from the callee's first speech/silence pattern.
 //! - [`resample`]: polyphase windowed-sinc sample-rate conversion for 16-bit mono audio.
 //!
 //! Invariants, stated as absences: outside the `net` feature's `session` module, this crate
@@ -25,6 +26,7 @@
 
 mod bytes;
 
+pub mod amd;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;

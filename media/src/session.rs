@@ -24,6 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::amd::{AmdSpec, Detection, Detector};
 use crate::codec::{self, Decoder, Encoder};
 use crate::dtmf::{DtmfEventReceiver, DtmfEventSender, ToneDetector};
 use crate::jitter::{Frame, JitterBuffer, JitterConfig};
@@ -161,6 +162,11 @@ enum Command {
         done: oneshot::Sender<Result<Recorded, WavError>>,
     },
     StopRecord,
+    /// Classify the peer (person or machine) from the audio received from now on.
+    Detect {
+        spec: AmdSpec,
+        done: oneshot::Sender<Detection>,
+    },
     SendDtmf {
         digits: String,
         done: oneshot::Sender<()>,
@@ -446,6 +452,7 @@ impl std::fmt::Debug for Command {
             Command::StopPlay => "StopPlay",
             Command::Record { .. } => "Record",
             Command::StopRecord => "StopRecord",
+            Command::Detect { .. } => "Detect",
             Command::SendDtmf { .. } => "SendDtmf",
             Command::Bridge(_) => "Bridge",
             Command::Conference(_) => "Conference",
@@ -493,6 +500,14 @@ impl Session {
 
     pub fn stop_record(&self) {
         let _ = self.commands.send(Command::StopRecord);
+    }
+
+    /// Answering-machine detection on the audio received from now on (replacing one in
+    /// progress). The receiver errs if the leg ends first.
+    pub fn detect(&self, spec: AmdSpec) -> oneshot::Receiver<Detection> {
+        let (done, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::Detect { spec, done });
+        rx
     }
 
     /// Sends digits as RFC 4733 events (in-band tones are not generated).
@@ -830,6 +845,7 @@ struct Leg {
     dtmf_out: VecDeque<(Vec<u8>, bool, u64)>,
     dtmf_done: Option<oneshot::Sender<()>>,
     recording: Option<Recording>,
+    detecting: Option<(Detector, oneshot::Sender<Detection>)>,
     bridge: Option<(mpsc::WeakUnboundedSender<Command>, std::sync::Weak<Outlet>)>,
     /// Ours, shared with the leg we are bridged to.
     outlet: Arc<Outlet>,
@@ -901,6 +917,7 @@ impl Leg {
             dtmf_out: VecDeque::new(),
             dtmf_done: None,
             recording: None,
+            detecting: None,
             bridge: None,
             outlet,
             room: None,
@@ -1258,6 +1275,9 @@ impl Leg {
                     let _ = done.send(false);
                 }
             }
+            Command::Detect { spec, done } => {
+                self.detecting = Some((Detector::new(spec), done));
+            }
             Command::Record { spec, done } => {
                 if let Some(old) = self.recording.take() {
                     old.finish(RecordEnd::Stopped);
@@ -1400,6 +1420,12 @@ impl Leg {
             && let Some(r) = self.recording.take()
         {
             r.finish(end);
+        }
+        if let Some((detector, _)) = self.detecting.as_mut()
+            && let Some(verdict) = detector.push(&frame)
+            && let Some((_, done)) = self.detecting.take()
+        {
+            let _ = done.send(verdict);
         }
         if let Some((room, id)) = &self.room {
             let _ = room.send(RoomMsg::Frame { id: *id, samples: frame.clone() });

@@ -2,8 +2,15 @@
 //! once a human answers, bridged by the host to an agent within the compliance window —
 //! else the campaign's information message is played and the call ends, abandoned. No flow
 //! runs: the law's 2 s cannot wait for guest code.
+//!
+//! With answering-machine detection on, the callee's first words are classified first
+//! ([`voxide_media::amd`]): a machine is hung up on or left the campaign's message after its
+//! greeting, and for a person the 2 s run from the end of the greeting (Ofcom's reading)
+//! rather than from the answer.
 
 use std::time::Instant;
+
+use voxide_media::amd::{AmdSpec, Verdict};
 
 use super::originate::place;
 use super::*;
@@ -29,7 +36,22 @@ pub struct LeadCall {
     /// Said to an answered call no agent took, before hanging up.
     pub message: String,
     pub agents: AgentPicker,
+    /// Answering-machine detection, when the campaign asks for it.
+    pub amd: Option<MachinePlan>,
 }
+
+/// How a campaign treats answering machines.
+#[derive(Debug, Clone)]
+pub struct MachinePlan {
+    pub spec: AmdSpec,
+    /// Said after a machine's greeting ends; `None`: hang up on machines.
+    pub message: Option<String>,
+}
+
+/// Longest wait for a machine's greeting (and its beep) to end before leaving a message.
+const MACHINE_GREETING_MAX: Duration = Duration::from_secs(20);
+/// Silence after which a machine's greeting counts as over.
+const MACHINE_GREETING_SILENCE: Duration = Duration::from_millis(1000);
 
 impl std::fmt::Debug for LeadCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +74,8 @@ pub struct LeadCallEnd {
     pub agent: Option<String>,
     /// What the caller heard instead of an agent.
     pub played: Option<String>,
+    /// The machine detector's verdict and why (`human: after-greeting-silence, 1 word…`).
+    pub amd: Option<String>,
     pub detail: String,
 }
 
@@ -66,6 +90,7 @@ impl LeadCallEnd {
             talk_ms: None,
             agent: None,
             played: None,
+            amd: None,
             detail,
         }
     }
@@ -105,7 +130,17 @@ pub async fn place_lead_call(
         };
         end.ring_ms = ms(started);
         let answered = Instant::now();
-        let (outcome, detail) = connect_agent(&mut call, &req, answered, &mut end).await;
+        let (outcome, detail) = match classify(&mut call, &req, answered, &mut end).await {
+            Ok(clock) => {
+                let (outcome, detail) =
+                    connect_agent(&mut call, &req, answered, clock, &mut end).await;
+                match &end.amd {
+                    Some(amd) => (outcome, format!("{detail}; machine detection: {amd}")),
+                    None => (outcome, detail),
+                }
+            }
+            Err(ended) => ended,
+        };
         call.hangup().await;
         end.detail = detail.clone();
         hub.finish(&live, live.record(outcome, detail, 1));
@@ -114,15 +149,62 @@ pub async fn place_lead_call(
     Ok(done)
 }
 
-/// Bridges the answered call to an agent within `agent_within`, or plays the message:
-/// returns the CDR's outcome and detail, and fills in the attempt's.
-async fn connect_agent(
+/// With detection on, classifies the answered callee: `Ok` with the instant the compliance
+/// clock starts from for a person (the end of the greeting, else the answer); `Err` with the
+/// CDR's outcome and detail when the call ends here (a machine, or the callee hung up).
+async fn classify(
     call: &mut SipCall,
     req: &LeadCall,
     answered: Instant,
     end: &mut LeadCallEnd,
+) -> Result<Instant, (&'static str, String)> {
+    let Some(plan) = &req.amd else { return Ok(answered) };
+    let Ok(d) = call.detect_machine(plan.spec.clone()).await else {
+        end.outcome = Outcome::Abandoned;
+        return Err(("hung-up", "the lead hung up during machine detection".into()));
+    };
+    let verdict = format!(
+        "{}: {}, {} word(s), {} ms of voice, decided {} ms after the answer",
+        d.verdict.as_str(),
+        d.reason,
+        d.words,
+        d.voiced_ms,
+        d.decided_ms
+    );
+    end.amd = Some(verdict.clone());
+    match d.verdict {
+        Verdict::Human => Ok(d
+            .greeting_end_ms
+            .and_then(|ms| answered.checked_add(Duration::from_millis(ms)))
+            .unwrap_or(answered)),
+        Verdict::Silent | Verdict::NotSure => Ok(answered),
+        Verdict::Machine => {
+            end.outcome = Outcome::Machine;
+            let Some(message) = &plan.message else {
+                return Err(("completed", format!("answering machine ({verdict}): hung up")));
+            };
+            let spec = AmdSpec::end_of_greeting(MACHINE_GREETING_SILENCE, MACHINE_GREETING_MAX);
+            if call.detect_machine(spec).await.is_err() {
+                return Err(("completed", format!("answering machine ({verdict}): it hung up")));
+            }
+            end.played = Some(message.clone());
+            let _ = call.say(message.clone(), SayOptions::default()).await;
+            Err(("completed", format!("answering machine ({verdict}): message left")))
+        }
+    }
+}
+
+/// Bridges the answered call to an agent within `agent_within` of `clock` (the answer, or
+/// the end of the greeting), or plays the message: returns the CDR's outcome and detail,
+/// and fills in the attempt's.
+async fn connect_agent(
+    call: &mut SipCall,
+    req: &LeadCall,
+    answered: Instant,
+    clock: Instant,
+    end: &mut LeadCallEnd,
 ) -> (&'static str, String) {
-    let left = |d: Duration| d.saturating_sub(answered.elapsed());
+    let left = |d: Duration| d.saturating_sub(clock.elapsed());
     // An agent may come free during the window: look again every 100 ms.
     let agent = loop {
         if let Some(agent) = (req.agents)() {

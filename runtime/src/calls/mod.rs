@@ -63,7 +63,7 @@ mod rendezvous;
 mod signals;
 mod sip_call;
 
-pub use campaign::{AgentPicker, LeadCall, LeadCallEnd, place_lead_call};
+pub use campaign::{AgentPicker, LeadCall, LeadCallEnd, MachinePlan, place_lead_call};
 use dial::{LegEnd, leg_end, legs_for, ring_user};
 use dispatch::run_flows;
 pub use dispatch::serve;

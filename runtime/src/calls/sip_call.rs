@@ -253,6 +253,39 @@ impl SipCall {
         result
     }
 
+    /// Answering-machine detection on what the callee says from now on. A call without media
+    /// has nothing to analyse: `NotSure` at once. `Err(Hangup)` if the callee goes first.
+    pub(super) async fn detect_machine(
+        &mut self,
+        spec: voxide_media::amd::AmdSpec,
+    ) -> CallResult<voxide_media::amd::Detection> {
+        use voxide_media::amd::{Detection, Verdict};
+        self.live()?;
+        let unsure = |reason| Detection {
+            verdict: Verdict::NotSure,
+            reason,
+            decided_ms: 0,
+            greeting_end_ms: None,
+            words: 0,
+            voiced_ms: 0,
+        };
+        let Some(s) = self.session.as_ref() else { return Ok(unsure("no-media")) };
+        let mut done = s.detect(spec);
+        let mut session = self.session.take();
+        let result = loop {
+            tokio::select! {
+                verdict = &mut done => break Ok(verdict.unwrap_or_else(|_| unsure("call-ended"))),
+                wake = self.next_event(&mut session) => match wake {
+                    Wake::Gone => break Err(CallError::Hangup),
+                    Wake::MediaLost => return Err(CallError::Hangup),
+                    Wake::Digit | Wake::Signal => {}
+                },
+            }
+        };
+        self.session = session;
+        result
+    }
+
     /// Speech for `text`: rendered by the TTS engine (cached); signalling-only calls and
     /// machines without TTS get silence of the time the words would take (logged once).
     pub(super) async fn speech(

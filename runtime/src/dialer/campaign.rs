@@ -60,6 +60,105 @@ pub struct Settings {
     pub retry: RetryPlan,
     /// Said to an answered call no agent could take, before hanging up.
     pub message: String,
+    /// Answering-machine detection (off unless `detect` is set).
+    pub answering_machine: MachineDetection,
+}
+
+/// What a machine gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMachine {
+    /// Hang up as soon as a machine is detected.
+    #[default]
+    Hangup,
+    /// Wait for the greeting (and its beep) to end, say `machine_message`, hang up.
+    LeaveMessage,
+}
+
+/// Answering-machine detection: the callee's first speech/silence pattern, classified before
+/// an agent is connected. A person's greeting ends the detection early, and the law's 2 s to
+/// connect an agent run from the end of the greeting; a silent answer is treated as a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MachineDetection {
+    pub detect: bool,
+    pub on_machine: OnMachine,
+    /// Left on machines with `on_machine: leave-message`.
+    pub machine_message: Option<String>,
+    /// No word within this: a silent answer (a person, the clock running from the answer).
+    pub initial_silence_ms: u64,
+    /// This much voice: a machine.
+    pub greeting_ms: u64,
+    /// Silence after a short greeting: a person.
+    pub after_greeting_silence_ms: u64,
+    /// More words than this: a machine.
+    pub max_words: u32,
+    /// Longest analysis; undecided by then counts as a person.
+    pub total_ms: u64,
+}
+
+impl Default for MachineDetection {
+    fn default() -> Self {
+        let d = voxide_media::amd::AmdSpec::default();
+        let ms = |d: Duration| d.as_millis() as u64;
+        MachineDetection {
+            detect: false,
+            on_machine: OnMachine::Hangup,
+            machine_message: None,
+            initial_silence_ms: ms(d.initial_silence),
+            greeting_ms: ms(d.greeting),
+            after_greeting_silence_ms: ms(d.after_greeting_silence),
+            max_words: d.max_words,
+            total_ms: ms(d.total),
+        }
+    }
+}
+
+impl MachineDetection {
+    fn problems(&self, out: &mut Vec<String>) {
+        let mut range = |what: &str, v: u64, lo: u64, hi: u64, why: &str| {
+            if !(lo..=hi).contains(&v) {
+                out.push(format!("answering_machine.{what} {v}: {lo} to {hi}{why}"));
+            }
+        };
+        // A silent answer and a person's greeting are decided within the law's 2 s.
+        range("initial_silence_ms", self.initial_silence_ms, 300, 1500, " (the 2 s rule)");
+        range(
+            "after_greeting_silence_ms",
+            self.after_greeting_silence_ms,
+            300,
+            1500,
+            " (the 2 s rule)",
+        );
+        range("greeting_ms", self.greeting_ms, 500, 5000, "");
+        range("total_ms", self.total_ms, 1000, 10_000, "");
+        range("max_words", u64::from(self.max_words), 1, 10, "");
+        if self.on_machine == OnMachine::LeaveMessage
+            && self.machine_message.as_deref().is_none_or(|m| m.trim().is_empty() || m.len() > 500)
+        {
+            out.push(
+                "answering_machine.machine_message: 1 to 500 characters with leave-message".into(),
+            );
+        }
+    }
+
+    /// The call-side plan, when detection is on.
+    pub fn plan(&self) -> Option<crate::calls::MachinePlan> {
+        self.detect.then(|| crate::calls::MachinePlan {
+            spec: voxide_media::amd::AmdSpec {
+                initial_silence: Duration::from_millis(self.initial_silence_ms),
+                greeting: Duration::from_millis(self.greeting_ms),
+                after_greeting_silence: Duration::from_millis(self.after_greeting_silence_ms),
+                total: Duration::from_millis(self.total_ms),
+                max_words: self.max_words,
+                ..voxide_media::amd::AmdSpec::default()
+            },
+            message: match self.on_machine {
+                OnMachine::Hangup => None,
+                OnMachine::LeaveMessage => self.machine_message.clone(),
+            },
+        })
+    }
 }
 
 impl Default for Settings {
@@ -78,6 +177,7 @@ impl Default for Settings {
             message: "Sorry, all our agents are busy. We will call you back. \
                       To stop these calls, reply to this number."
                 .into(),
+            answering_machine: MachineDetection::default(),
         }
     }
 }
@@ -161,6 +261,7 @@ impl Settings {
         if self.message.trim().is_empty() || self.message.len() > 500 {
             out.push("message: 1 to 500 characters".into());
         }
+        self.answering_machine.problems(&mut out);
         out
     }
 

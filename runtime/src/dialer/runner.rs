@@ -260,8 +260,8 @@ struct Run<'a> {
     ledger: Ledger,
     minute: Ledger,
     board: Arc<Mutex<Board>>,
-    /// Resolved dials of the last 15 minutes: (when, answered by a human).
-    recent: VecDeque<(Instant, bool)>,
+    /// Resolved dials of the last 15 minutes: when, and how they ended.
+    recent: VecDeque<(Instant, Outcome)>,
     ring: (f64, u64),
     handle: (f64, u64),
     in_flight: u32,
@@ -496,8 +496,12 @@ impl Run<'_> {
         let answer_rate = if self.recent.len() < 50 {
             PRIOR_ANSWER_RATE
         } else {
-            self.recent.iter().filter(|(_, h)| *h).count() as f64 / self.recent.len() as f64
+            let humans = self.recent.iter().filter(|(_, o)| is_human(*o)).count();
+            humans as f64 / self.recent.len() as f64
         };
+        let machines = self.recent.iter().filter(|(_, o)| *o == Outcome::Machine).count();
+        let answers = machines + self.recent.iter().filter(|(_, o)| is_human(*o)).count();
+        let machine_rate = if answers == 0 { 0.0 } else { machines as f64 / answers as f64 };
         let mean =
             |(sum, n): (f64, u64), prior: u32| if n == 0 { prior } else { (sum / n as f64) as u32 };
         let target = self.rules.abandon_limit;
@@ -513,7 +517,7 @@ impl Run<'_> {
             next_leads: Vec::new(),
             previews_accepted: 0,
             answer_rate,
-            machine_rate: 0.0,
+            machine_rate,
             mean_ring_ms: mean(self.ring, 8000),
             mean_handle_ms: mean(self.handle, 180_000),
             mean_wrap_ms: (self.settings.wrap_secs * 1000) as u32,
@@ -667,6 +671,7 @@ impl Run<'_> {
             agent_within: self.rules.agent_within,
             message: self.settings.message.clone(),
             agents: Arc::new(move || board.lock().unwrap_or_else(|e| e.into_inner()).pick()),
+            amd: self.settings.answering_machine.plan(),
         };
         self.stats.dialled += 1;
         self.in_flight += 1;
@@ -693,8 +698,8 @@ impl Run<'_> {
     async fn ended(&mut self, Ended { lead, attempt, end }: Ended) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let now = now_ts();
-        let human = matches!(end.outcome, Outcome::Human | Outcome::Abandoned);
-        self.recent.push_back((Instant::now(), human));
+        let human = is_human(end.outcome);
+        self.recent.push_back((Instant::now(), end.outcome));
         if human {
             let abandoned = end.outcome == Outcome::Abandoned;
             self.ledger.record(now, abandoned);
@@ -759,4 +764,9 @@ impl Run<'_> {
             tx.send_replace(s.clone());
         }
     }
+}
+
+/// Answered by a person (connected to an agent or abandoned): what the abandon ledger counts.
+fn is_human(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::Human | Outcome::Abandoned)
 }
