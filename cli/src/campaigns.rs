@@ -18,7 +18,8 @@ pub enum CampaignsAction {
         name: String,
         #[arg(long, value_name = "FILE")]
         settings: PathBuf,
-        /// progressive, predictive or adapt-average.
+        /// progressive, predictive, adapt-average, or NAME@VERSION of one uploaded with
+        /// `vox deploy` (VERSION: a number or an alias, pinned to its number now).
         #[arg(long, default_value = "progressive")]
         strategy: String,
         /// Most abandoned over live-answered calls (at most 0.03).

@@ -2098,3 +2098,107 @@ fn machine_detection_connects_a_person_after_their_greeting_and_leaves_a_machine
     let retry = vox_json(&server, &["leads", "ls", "--campaign", "amd", "--status", "retry"]);
     assert_eq!(retry[0]["number"], "+12126660001", "{retry}");
 }
+
+#[test]
+fn an_uploaded_hostile_strategy_asking_a_thousand_calls_a_second_gets_what_the_law_allows() {
+    const AGENTS: usize = 3;
+    let users: String = (1..=AGENTS)
+        .map(|i| format!("[[sip.users]]\nuser = \"agent{i}\"\npassword = \"pw{i}\"\n"))
+        .collect();
+    let server = serve_config(&format!("{ALICE}{users}"), &[]);
+    let agent_port = free_port();
+    for i in 1..=AGENTS {
+        let (user, pw) = (format!("agent{i}"), format!("pw{i}"));
+        let args = ["-s", user.as_str(), "-au", user.as_str(), "-ap", pw.as_str()];
+        let (ok, out) = run_sipp("uac-register.xml", agent_port, Some(server.addr), 10, &args);
+        assert!(ok, "agent{i} could not register:\n{out}");
+    }
+    let (answers, silent) = (free_port(), free_port());
+    let _phones = [
+        Phone::start("uas-agent.xml", agent_port),
+        Phone::start("uas-lead-answers.xml", answers),
+        Phone::start("uas-ring-until-cancel.xml", silent),
+    ];
+    // The strategy is customer code: uploaded like a flow, under its own name.
+    let guest = repo().join("runtime/tests/guests/hostile-strategy");
+    let out = vox_remote(&server, &["deploy", guest.to_str().unwrap(), "--name", "hostile"]);
+    assert!(out.contains("deployed hostile v1"), "{out}");
+    let (noon, late) = (zone_at_hour(12), zone_at_hour(22));
+    let mut csv = String::from("number,tz\n");
+    (0..24).for_each(|i| csv += &format!("+1212555{i:04},{noon}\n"));
+    (0..2).for_each(|i| csv += &format!("+1212777{i:04},{noon}\n"));
+    csv += &format!("+12125559990,{noon}\n+12125559991,{late}\n");
+    let dir = tempfile::tempdir().unwrap();
+    let leads = dir.path().join("leads.csv");
+    std::fs::write(&leads, csv).unwrap();
+    let settings = dir.path().join("hostile.toml");
+    let agents: Vec<String> = (1..=AGENTS).map(|i| format!("\"agent{i}\"")).collect();
+    std::fs::write(
+        &settings,
+        format!(
+            "agents = [{}]\nwrap_secs = 0\nring_timeout_secs = 15\n\
+             [retry]\nno_answer = {{ delay = 0, max = 1 }}\n\
+             [[trunks]]\nprefix = \"+1212555\"\nuri = \"sip:{{number}}@127.0.0.1:{answers}\"\n\
+             [[trunks]]\nprefix = \"+1212777\"\nuri = \"sip:{{number}}@127.0.0.1:{silent}\"\n",
+            agents.join(", ")
+        ),
+    )
+    .unwrap();
+    let settings = settings.to_str().unwrap();
+    // A flow is not a strategy, nor a strategy a flow.
+    vox_remote(&server, &["deploy", repo().join("sample-flows/hello").to_str().unwrap()]);
+    let err = vox_remote_fails(
+        &server,
+        &["campaigns", "create", "x", "--settings", settings, "--strategy", "hello@1"],
+    );
+    assert!(err.contains("not a pacing strategy"), "{err}");
+    // 1.23 % is the target the hostile strategy turns hostile at.
+    let create = [
+        "campaigns",
+        "create",
+        "hostile",
+        "--settings",
+        settings,
+        "--strategy",
+        "hostile@1",
+        "--abandon-target",
+        "0.0123",
+    ];
+    vox_remote(&server, &create);
+    vox_remote(&server, &["leads", "import", leads.to_str().unwrap(), "--campaign", "hostile"]);
+    vox_remote(&server, &["dnc", "add", "+12125559990"]);
+    vox_remote(&server, &["campaigns", "start", "hostile"]);
+    let show = vox_until(&server, &["campaigns", "show", "hostile"], 120, |c| {
+        c["counts"]["leads"]["done"] == 27 && c["counts"]["attempts"].get("dialing").is_none()
+    });
+    let attempts = vox_json(&server, &["campaigns", "attempts", "hostile", "--limit", "1000"]);
+    let attempts = attempts.as_array().unwrap();
+    assert_eq!(attempts.len(), 26, "{show}");
+    // Never more calls up at once than agents (no abandon budget yet: progressive).
+    let mut edges: Vec<(i64, i32)> = attempts
+        .iter()
+        .flat_map(|a| {
+            [(a["started_at"].as_i64().unwrap(), 1), (a["ended_at"].as_i64().unwrap(), -1)]
+        })
+        .collect();
+    edges.sort();
+    let (mut up, mut most) = (0, 0);
+    for (_, d) in edges {
+        up += d;
+        most = most.max(up);
+    }
+    assert!(most <= AGENTS as i32, "{most} calls up at once with {AGENTS} agents");
+    for at in attempts {
+        let n = at["number"].as_str().unwrap();
+        assert!(n != "+12125559990" && n != "+12125559991", "dialled {n}: {at}");
+        match at["outcome"].as_str().unwrap() {
+            "human" => assert!(at["answer_to_agent_ms"].as_i64().unwrap() <= 2000, "{at}"),
+            "no-answer" => assert!(at["ring_ms"].as_i64().unwrap() >= 15_000, "{at}"),
+            other => panic!("unexpected outcome {other}: {at}"),
+        }
+    }
+    // The strategy spun on every fifth tick: each time the progressive rule paced instead,
+    // with an event, and the campaign ran on.
+    let events = vox_remote(&server, &["events", "--limit", "1000"]);
+    assert!(events.contains("campaign.strategy-fault"), "{events}");
+}

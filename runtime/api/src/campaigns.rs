@@ -11,8 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use voxide_runtime::dialer::campaign::Settings;
+use voxide_runtime::dialer::campaign::{Settings, StrategyRef};
 use voxide_runtime::dialer::import::{self, MAX_REJECTIONS_LISTED};
+use voxide_runtime::dialer::pacer::PACER_EXPORT;
 use voxide_runtime::dialer::runner::Stats;
 use voxide_store::{Attempt, Campaign, CampaignCounts, DncEntry, Lead, NewCampaign, NewLead, Role};
 
@@ -26,7 +27,8 @@ pub const MAX_LEADS_UPLOAD: usize = 64 << 20;
 #[serde(deny_unknown_fields)]
 pub struct CampaignRequest {
     pub name: String,
-    /// `progressive` (default), `predictive` or `adapt-average`.
+    /// `progressive` (default), `predictive` or `adapt-average`; or `NAME@VERSION` (a number or
+    /// an alias, pinned to its number now) for a strategy uploaded under `/api/v1/flows`.
     #[serde(default = "default_strategy")]
     pub strategy: String,
     /// Most abandoned over live-answered calls (default and at most 0.03).
@@ -75,16 +77,36 @@ pub(crate) async fn create_campaign(
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems.join("; ")));
     }
+    let strategy = pin_strategy(&s, auth.tenant(), &req.strategy).await?;
     let settings = serde_json::to_value(&req.settings)
         .map_err(|e| ApiError::invalid(format!("settings: {e}")))?;
-    let new = NewCampaign {
-        name: req.name,
-        strategy: req.strategy,
-        abandon_target: req.abandon_target,
-        settings,
-    };
+    let new =
+        NewCampaign { name: req.name, strategy, abandon_target: req.abandon_target, settings };
     let campaign = s.store.create_campaign(auth.tenant(), new).await?;
     Ok((StatusCode::CREATED, Json(campaign)))
+}
+
+/// A sample's name as given; an uploaded strategy pinned to its version number (an alias is
+/// resolved now, so the campaign paces with what was reviewed), checked to be a strategy.
+async fn pin_strategy(s: &ApiState, tenant: &str, strategy: &str) -> ApiResult<String> {
+    let StrategyRef::Uploaded { name, version } =
+        StrategyRef::parse(strategy).map_err(ApiError::invalid)?
+    else {
+        return Ok(strategy.to_owned());
+    };
+    let number = match version.parse::<i64>() {
+        Ok(n) => n,
+        Err(_) => s.store.resolve_alias(tenant, name, version).await?,
+    };
+    let v = s.store.version(tenant, name, number).await?;
+    if v.world != PACER_EXPORT {
+        return Err(ApiError::invalid(format!(
+            "strategy {strategy}: {name} version {number} is a {} component, not a pacing \
+             strategy ({PACER_EXPORT})",
+            v.world
+        )));
+    }
+    Ok(format!("{name}@{number}"))
 }
 
 #[utoipa::path(get, path = "/api/v1/campaigns/{name}", tag = "dialer",

@@ -371,7 +371,7 @@ pub struct Uploaded {
 #[utoipa::path(post, path = "/api/v1/flows/{name}/versions", tag = "flows",
     params(("name" = String, Path, description = "flow name: 1-64 of a-z 0-9 - _ .")),
     request_body(content = Vec<u8>, content_type = "application/wasm",
-        description = "a WebAssembly component exporting voxide:flow/handler@0.1.0"),
+        description = "a WebAssembly component exporting voxide:flow/handler@0.1.0 (a call flow) or voxide:dialer/pacer@0.1.0 (a pacing strategy)"),
     responses(
         (status = 201, body = Uploaded, description = "a new version"),
         (status = 200, body = Uploaded, description = "these bytes were uploaded before"),

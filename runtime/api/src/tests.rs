@@ -1238,3 +1238,50 @@ async fn campaigns_leads_and_dnc_are_tenant_scoped_validated_and_keep_good_rows(
         assert_eq!(status, StatusCode::NO_CONTENT);
     }
 }
+
+#[tokio::test]
+async fn an_uploaded_strategy_is_versioned_never_routed_and_pinned_by_the_campaigns_using_it() {
+    let strategy = guest("runtime/tests/guests/hostile-strategy");
+    for env in envs().await {
+        let k = env.admin.as_str();
+        let (status, v) = upload(&env, "pacer", k, strategy.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        assert_eq!(v["world"], "voxide:dialer/pacer@0.1.0", "{v}");
+        // One name holds one kind of component.
+        let (status, v) = upload(&env, "pacer", k, hello_component()).await;
+        assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "conflict"), "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("under another name"), "{v}");
+        let (status, v) = upload(&env, "hello", k, hello_component()).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        let body = serde_json::json!({ "version": 1 });
+        let (status, v) =
+            post_json(&env, Method::PUT, "/api/v1/flows/pacer/aliases/live", k, body).await;
+        assert!(status.is_success(), "{v}");
+        // A strategy cannot take calls, by version or by alias.
+        for target in [
+            serde_json::json!({"flow": "pacer", "version": 1}),
+            serde_json::json!({"flow": "pacer", "alias": "live"}),
+        ] {
+            let route = serde_json::json!({ "pattern": "+1555*", "targets": [target] });
+            let (status, v) = post_json(&env, Method::POST, "/api/v1/routes", k, route).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+            assert!(v["error"]["message"].as_str().unwrap().contains("cannot be routed"), "{v}");
+        }
+        let campaign = |name: &str, strategy: &str| {
+            serde_json::json!({"name": name, "strategy": strategy, "settings": {
+                "agents": ["alice"], "trunks": [{"prefix": "+1", "uri": "sip:{number}@carrier.test"}]}})
+        };
+        // An alias is pinned to its version when the campaign is created.
+        let (status, v) =
+            post_json(&env, Method::POST, "/api/v1/campaigns", k, campaign("a", "pacer@live"))
+                .await;
+        assert_eq!((status, v["strategy"].as_str()), (StatusCode::CREATED, Some("pacer@1")), "{v}");
+        let (status, v) =
+            post_json(&env, Method::POST, "/api/v1/campaigns", k, campaign("b", "hello@1")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("not a pacing strategy"), "{v}");
+        let (status, v) =
+            post_json(&env, Method::POST, "/api/v1/campaigns", k, campaign("c", "pacer@7")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    }
+}

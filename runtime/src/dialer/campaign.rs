@@ -21,6 +21,43 @@ pub fn sample_strategy(name: &str) -> Option<&'static str> {
     SAMPLE_STRATEGIES.into_iter().find(|s| *s == name)
 }
 
+/// Which strategy a campaign paces with: a sample by name, or a tenant's uploaded component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StrategyRef<'a> {
+    Sample(&'static str),
+    /// `NAME@VERSION` (a version number, or an alias resolved to one when the campaign is
+    /// created).
+    Uploaded {
+        name: &'a str,
+        version: &'a str,
+    },
+}
+
+impl<'a> StrategyRef<'a> {
+    pub fn parse(s: &'a str) -> Result<StrategyRef<'a>, String> {
+        if let Some(sample) = sample_strategy(s) {
+            return Ok(StrategyRef::Sample(sample));
+        }
+        match s.split_once('@') {
+            Some((name, version)) if !name.is_empty() && !version.is_empty() => {
+                Ok(StrategyRef::Uploaded { name, version })
+            }
+            _ => Err(format!(
+                "strategy {s:?}: use one of {}, or NAME@VERSION for an uploaded one",
+                SAMPLE_STRATEGIES.join(", ")
+            )),
+        }
+    }
+
+    /// The uploaded version, once pinned to a number.
+    pub fn pinned(&self) -> Option<(&'a str, i64)> {
+        match self {
+            StrategyRef::Uploaded { name, version } => Some((name, version.parse().ok()?)),
+            StrategyRef::Sample(_) => None,
+        }
+    }
+}
+
 /// Where numbers are dialled: the longest matching prefix wins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -194,11 +231,8 @@ impl Settings {
     pub fn problems(&self, strategy: &str, abandon_target: f64) -> Vec<String> {
         let mut out = Vec::new();
         let law = Rules::default();
-        if sample_strategy(strategy).is_none() {
-            out.push(format!(
-                "strategy {strategy:?}: use one of {} (uploaded strategies come with manifest v1)",
-                SAMPLE_STRATEGIES.join(", ")
-            ));
+        if let Err(e) = StrategyRef::parse(strategy) {
+            out.push(e);
         }
         if strategy == "preview" {
             out.push(

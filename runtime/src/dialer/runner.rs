@@ -75,13 +75,40 @@ impl Strategies {
         Strategies { dir, loaded: Mutex::default() }
     }
 
-    async fn get(&self, name: &str, engine: &PacerEngine) -> Result<Strategy, String> {
-        let Some(name) = campaign::sample_strategy(name) else {
-            return Err(format!("no strategy {name:?}"));
+    async fn get(
+        &self,
+        store: &Store,
+        tenant: &str,
+        name: &str,
+        engine: &PacerEngine,
+    ) -> Result<Strategy, String> {
+        // Uploaded versions are cached per tenant: names are the tenant's own.
+        let (key, uploaded) = match campaign::StrategyRef::parse(name)? {
+            campaign::StrategyRef::Sample(sample) => (sample.to_owned(), None),
+            r => {
+                let pinned = r
+                    .pinned()
+                    .ok_or_else(|| format!("strategy {name:?}: not pinned to a version"))?;
+                (format!("{tenant}/{name}"), Some(pinned))
+            }
         };
-        if let Some(s) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(s) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(s.clone());
         }
+        let bytes = match uploaded {
+            Some((flow, version)) => {
+                let v = store.version(tenant, flow, version).await.map_err(|e| e.to_string())?;
+                store.component(&v.digest).await.map_err(|e| e.to_string())?
+            }
+            None => self.build_sample(&key).await?,
+        };
+        let strategy = engine.load(&bytes).map_err(|e| format!("strategy {name}: {e}"))?;
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(key, strategy.clone());
+        Ok(strategy)
+    }
+
+    /// Builds the sample strategy crate `name` (cargo caches it) and reads the component.
+    async fn build_sample(&self, name: &str) -> Result<Vec<u8>, String> {
         let Some(dir) = &self.dir else {
             return Err("this node has no sample strategies directory".into());
         };
@@ -95,13 +122,7 @@ impl Strategies {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("building strategy {name}: {e}"))?;
-        let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
-        let strategy = engine.load(&bytes).map_err(|e| format!("strategy {name}: {e}"))?;
-        self.loaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), strategy.clone());
-        Ok(strategy)
+        std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))
     }
 }
 
@@ -285,7 +306,11 @@ async fn run(inner: &Inner, campaign: Campaign) {
             return;
         }
     };
-    let strategy = match inner.strategies.get(&campaign.strategy, &inner.pacer).await {
+    let strategy = match inner
+        .strategies
+        .get(&inner.store, &campaign.tenant_id, &campaign.strategy, &inner.pacer)
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             // Nothing can pace it: pause it, and say why.

@@ -32,7 +32,7 @@ pub(crate) mod bindings {
 use bindings::voxide::flow::{call as wit_call, events, kv, log, types as wit};
 
 /// The export every flow must provide; named in load errors.
-pub const HANDLER_EXPORT: &str = "voxide:flow/handler@0.1.0";
+pub const HANDLER_EXPORT: &str = voxide_store::FLOW_WORLD;
 
 const MAX_TEXT: usize = 4096;
 const MAX_TARGETS: usize = 16;

@@ -43,7 +43,7 @@ use self::config::parse_ports;
 pub use self::outbox::{EventBus, RetryPolicy};
 use crate::builder::{self, BuildOptions};
 use crate::calls::{self, MediaServices, Router};
-use crate::dialer::pacer::{PacerEngine, PacerLimits};
+use crate::dialer::pacer::{PACER_EXPORT, PacerEngine, PacerLimits};
 use crate::dialer::runner::{Dialer, Strategies};
 use crate::flows::{FlowEngine, FlowEngineConfig, HANDLER_EXPORT, LoadError};
 use crate::hub::CallHub;
@@ -559,13 +559,23 @@ pub fn validate_version(
     manifest: String,
 ) -> Result<NewVersion, String> {
     Manifest::parse(&manifest).map_err(|e| e.to_string())?;
-    let flow = engine.load(&bytes).map_err(|e: LoadError| e.to_string())?;
-    Ok(NewVersion {
-        digest: flow.digest().to_owned(),
-        world: HANDLER_EXPORT.to_owned(),
-        manifest,
-        bytes,
-    })
+    let (digest, world) = match engine.load(&bytes) {
+        Ok(flow) => (flow.digest().to_owned(), HANDLER_EXPORT),
+        // Not a flow: a pacing strategy is the other kind of component a tenant uploads.
+        Err(flow_error @ LoadError::WrongWorld { .. }) => {
+            let pacers = PacerEngine::new(engine.sandbox(), PacerLimits::default())
+                .map_err(|e| e.to_string())?;
+            match pacers.load(&bytes) {
+                Ok(strategy) => (strategy.digest().to_owned(), PACER_EXPORT),
+                Err(LoadError::WrongWorld { .. }) => {
+                    return Err(format!("{flow_error} (nor {PACER_EXPORT}, a pacing strategy)"));
+                }
+                Err(e) => return Err(format!("a pacing strategy, but: {e}")),
+            }
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(NewVersion { digest, world: world.to_owned(), manifest, bytes })
 }
 
 /// First start without a config: build the sample flows, store each as version 1 with alias

@@ -450,6 +450,23 @@ impl Store {
         if let Some(existing) = version_by_digest(&mut tx, tenant_id, flow, &new.digest).await? {
             return Ok((existing, false));
         }
+        // One name holds one kind of component: a route or a campaign naming it gets the kind
+        // it expects whichever version an alias moves to.
+        let held: Option<String> = sqlx::query(
+            "SELECT world FROM flow_versions WHERE tenant_id = $1 AND flow = $2 LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(flow)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+        if let Some(held) = held.filter(|w| *w != new.world) {
+            return Err(StoreError::Conflict(format!(
+                "{flow} holds {held} components; this one exports {}: upload it under another name",
+                new.world
+            )));
+        }
         let created_at = now();
         sqlx::query(
             "INSERT INTO flows (tenant_id, name, created_at) VALUES ($1, $2, $3) \
@@ -734,10 +751,11 @@ impl Store {
         for t in &new.targets {
             match (&t.alias, t.version) {
                 (Some(alias), None) => {
-                    self.resolve_alias(tenant_id, &t.flow, alias).await?;
+                    let v = self.resolve_alias(tenant_id, &t.flow, alias).await?;
+                    routable(&self.version(tenant_id, &t.flow, v).await?)?;
                 }
                 (None, Some(v)) => {
-                    self.version(tenant_id, &t.flow, v).await?;
+                    routable(&self.version(tenant_id, &t.flow, v).await?)?;
                 }
                 _ => {
                     return Err(StoreError::Invalid(format!(
@@ -860,6 +878,20 @@ impl Store {
 
 /// Creates a database named `prefix_<random>` on the Postgres server at `admin_url` and
 /// returns its URL: for test harnesses and provisioning scripts.
+/// The world call flows export; only its components can be routed.
+pub const FLOW_WORLD: &str = "voxide:flow/handler@0.1.0";
+
+fn routable(v: &FlowVersion) -> Result<()> {
+    if v.world == FLOW_WORLD {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{} version {} is a {} component, not a call flow: it cannot be routed",
+            v.flow, v.version, v.world
+        )))
+    }
+}
+
 pub async fn create_postgres_database(admin_url: &str, prefix: &str) -> Result<String> {
     if !prefix.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
         return Err(StoreError::Invalid(format!("database prefix {prefix:?}: use a-z and _")));

@@ -1,5 +1,5 @@
-//! A pacing strategy that misbehaves as the snapshot's `ready` count asks, so one component
-//! covers the pacer's sandbox tests. Other counts get a well-behaved answer that shows the
+//! A pacing strategy that misbehaves as the snapshot's `ready` count (or the campaign's
+//! abandon target) asks, so one component covers the pacer's sandbox tests and a live one. Other counts get a well-behaved answer that shows the
 //! instance's state: the note is how many calls this instance has answered.
 
 use std::hint::black_box;
@@ -14,6 +14,16 @@ struct Hostile {
 impl Strategy for Hostile {
     fn pace(&mut self, now: &Snapshot) -> Decision {
         self.calls += 1;
+        // A live campaign with abandon target 1.23 % (the end-to-end compliance test): ask
+        // for a thousand calls every tick, and spin forever on every fifth.
+        if (now.abandon_target - 0.0123).abs() < 1e-9 {
+            if self.calls % 5 == 0 {
+                loop {
+                    black_box(());
+                }
+            }
+            return Decision::launch(1000).level(100.0).note("a thousand, please");
+        }
         // A campaign of 104 agents: always ask for every lead there is.
         if now.agents.len() == 104 {
             return Decision::launch(u32::MAX).level(100.0).note("everything");
