@@ -2202,3 +2202,73 @@ fn an_uploaded_hostile_strategy_asking_a_thousand_calls_a_second_gets_what_the_l
     let events = vox_remote(&server, &["events", "--limit", "1000"]);
     assert!(events.contains("campaign.strategy-fault"), "{events}");
 }
+
+#[test]
+fn a_campaigns_agents_can_be_the_members_of_a_queue_who_called_in_to_the_agent_flow() {
+    let server = serve_config(ALICE, &[]);
+    let agent_flow = repo().join("sample-flows/agent");
+    vox_remote(&server, &["deploy", agent_flow.to_str().unwrap(), "--alias", "live"]);
+    let vars = ["--var", "queue=outbound", "--var", "calls=10", "--var", "wait_ms=4000"];
+    vox_remote(&server, &[&["routes", "add", "agents", "agent@live"][..], &vars].concat());
+    // Two agents call in and wait in the queue; each stays until its flow hangs up.
+    let addr = server.addr;
+    let agents: Vec<_> = ["agent1", "agent2"]
+        .into_iter()
+        .map(|name| {
+            let port = free_port();
+            std::thread::spawn(move || {
+                let args = ["-s", "agents", "-key", "agent", name];
+                run_sipp("uac-agent-calls-in.xml", port, Some(addr), 90, &args)
+            })
+        })
+        .collect();
+    let answers = free_port();
+    let _phone = Phone::start("uas-lead-answers.xml", answers);
+    let dir = tempfile::tempdir().unwrap();
+    let tz = zone_at_hour(12);
+    let leads = dir.path().join("leads.csv");
+    let rows: String = (0..6).map(|i| format!("+1212555{i:04},{tz}\n")).collect();
+    std::fs::write(&leads, format!("number,tz\n{rows}")).unwrap();
+    let settings = dir.path().join("queue.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "agent_queue = \"outbound\"\n\
+             [[trunks]]\nuri = \"sip:{{number}}@127.0.0.1:{answers}\"\n"
+        ),
+    )
+    .unwrap();
+    // Both kinds of agents at once is refused.
+    let both = dir.path().join("both.toml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&both, format!("agents = [\"alice\"]\n{text}")).unwrap();
+    let err = vox_remote_fails(
+        &server,
+        &["campaigns", "create", "x", "--settings", both.to_str().unwrap()],
+    );
+    assert!(err.contains("agents and agent_queue: give one"), "{err}");
+    vox_remote(&server, &["campaigns", "create", "q", "--settings", settings.to_str().unwrap()]);
+    vox_remote(&server, &["leads", "import", leads.to_str().unwrap(), "--campaign", "q"]);
+    // Dial once both agents wait (a member is ready while its flow waits in the queue).
+    vox_remote(&server, &["campaigns", "start", "q"]);
+    let show = vox_until(&server, &["campaigns", "show", "q"], 60, |c| {
+        c["counts"]["leads"]["done"] == 6 && c["counts"]["attempts"].get("dialing").is_none()
+    });
+    let attempts = vox_json(&server, &["campaigns", "attempts", "q"]);
+    let attempts = attempts.as_array().unwrap();
+    let humans: Vec<&serde_json::Value> =
+        attempts.iter().filter(|a| a["outcome"] == "human").collect();
+    // An agent picked up within 2 s of every answer (a loaded machine may abandon one).
+    assert!(humans.len() >= 5, "{show}");
+    for at in &humans {
+        assert!(at["answer_to_agent_ms"].as_i64().unwrap() <= 2000, "{at}");
+    }
+    for name in ["agent1", "agent2"] {
+        assert!(humans.iter().any(|a| a["agent"] == name), "{name} took no call: {attempts:?}");
+    }
+    // Once no caller came for 4 s, each agent's flow said goodbye and hung up.
+    for agent in agents {
+        let (ok, out) = agent.join().unwrap();
+        assert!(ok, "an agent's call did not end cleanly:\n{out}");
+    }
+}

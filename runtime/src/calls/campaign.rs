@@ -36,6 +36,10 @@ pub struct LeadCall {
     /// Said to an answered call no agent took, before hanging up.
     pub message: String,
     pub agents: AgentPicker,
+    /// Agents are the members of this queue (their flows wait in `dial("queue:NAME")`) rather
+    /// than registered users: the call is offered to the queue and its longest-waiting member
+    /// takes it. `agents` then only claims a slot on the campaign's board.
+    pub queue: Option<String>,
     /// Answering-machine detection, when the campaign asks for it.
     pub amd: Option<MachinePlan>,
 }
@@ -205,6 +209,21 @@ async fn connect_agent(
     end: &mut LeadCallEnd,
 ) -> (&'static str, String) {
     let left = |d: Duration| d.saturating_sub(clock.elapsed());
+    if let Some(queue) = &req.queue {
+        let _claimed = (req.agents)();
+        let deadline = tokio::time::Instant::from_std(clock + req.agent_within);
+        match call.offer_to_queue(queue, deadline).await {
+            Ok(Some(agent)) => {
+                let bridged = call.bridged_at.unwrap_or(answered);
+                return connected(end, agent, answered, bridged);
+            }
+            Ok(None) => return abandon(call, req, end).await,
+            Err(_) => {
+                end.outcome = Outcome::Abandoned;
+                return ("hung-up", "the lead hung up before an agent took the call".into());
+            }
+        }
+    }
     // An agent may come free during the window: look again every 100 ms.
     let agent = loop {
         if let Some(agent) = (req.agents)() {
@@ -233,15 +252,7 @@ async fn connect_agent(
         let result = call.dial(vec![agent.clone()], opts).await;
         // Connected when the bridge began, whoever hung up first.
         if let Some(bridged) = call.bridged_at.filter(|at| *at >= dialled) {
-            let to_agent = (bridged - answered).as_millis() as u64;
-            let talk_ms = bridged.elapsed().as_millis() as u64;
-            end.answer_to_agent_ms = Some(to_agent);
-            end.talk_ms = Some(talk_ms);
-            end.outcome = Outcome::Human;
-            return (
-                "completed",
-                format!("bridged to agent {agent} after {to_agent} ms, {talk_ms} ms talk"),
-            );
+            return connected(end, agent, answered, bridged);
         }
         match result {
             Ok(DialOutcome::Answered { .. }) => {}
@@ -253,7 +264,32 @@ async fn connect_agent(
             Err(e) => tracing::warn!(agent, "agent did not take the call: {e}"),
         }
     }
-    // Abandoned: the law wants the caller told who called and how to call back.
+    abandon(call, req, end).await
+}
+
+/// Connected to `agent` at `bridged`: the attempt's figures, the CDR's outcome and detail.
+fn connected(
+    end: &mut LeadCallEnd,
+    agent: String,
+    answered: Instant,
+    bridged: Instant,
+) -> (&'static str, String) {
+    let to_agent = bridged.saturating_duration_since(answered).as_millis() as u64;
+    let talk_ms = bridged.elapsed().as_millis() as u64;
+    end.answer_to_agent_ms = Some(to_agent);
+    end.talk_ms = Some(talk_ms);
+    end.outcome = Outcome::Human;
+    let detail = format!("bridged to agent {agent} after {to_agent} ms, {talk_ms} ms talk");
+    end.agent = Some(agent);
+    ("completed", detail)
+}
+
+/// No agent in time: the law wants the caller told who called and how to call back.
+async fn abandon(
+    call: &mut SipCall,
+    req: &LeadCall,
+    end: &mut LeadCallEnd,
+) -> (&'static str, String) {
     end.outcome = Outcome::Abandoned;
     end.played = Some(req.message.clone());
     let _ = call.say(req.message.clone(), SayOptions::default()).await;

@@ -70,6 +70,7 @@ pub use dispatch::serve;
 pub(crate) use originate::Originator;
 use originate::inactive_sdp;
 pub use originate::{Originate, originate};
+pub use rendezvous::QueueMember;
 use rendezvous::Waiting;
 pub(crate) use signals::SignalSender;
 use signals::Signals;
@@ -170,6 +171,8 @@ pub struct MediaServices {
     rooms: std::sync::Mutex<HashMap<String, WeakRoom>>,
     /// Callers waiting in queues, longest-waiting first.
     queues: std::sync::Mutex<HashMap<String, VecDeque<Waiting>>>,
+    /// Agents waiting in `dial("queue:…")` for a caller, longest-waiting first.
+    members: std::sync::Mutex<HashMap<String, VecDeque<QueueMember>>>,
 }
 
 /// Resolves with a recording once it is finalized.
@@ -185,6 +188,7 @@ impl MediaServices {
             recordings_dir,
             rooms: Default::default(),
             queues: Default::default(),
+            members: Default::default(),
         }
     }
 }

@@ -17,6 +17,38 @@ pub(super) struct Waiting {
 pub(super) struct Matched {
     /// Closes when the agent's side of the conversation ends.
     agent_alive: tokio::sync::oneshot::Receiver<()>,
+    /// The agent: the user they called in as.
+    agent: String,
+}
+
+/// An agent waiting in `dial("queue:…")` for a caller (a queue member, as a campaign sees it).
+#[derive(Debug, Clone)]
+pub struct QueueMember {
+    pub call_id: String,
+    /// The user the agent called in as.
+    pub user: String,
+    /// Since when the agent has waited.
+    pub since: std::time::Instant,
+}
+
+/// A member's place in its queue's list, given up when dropped.
+struct Membership<'a> {
+    media: &'a MediaServices,
+    queue: String,
+    call_id: String,
+}
+
+impl Drop for Membership<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut members) = self.media.members.lock()
+            && let Some(list) = members.get_mut(&self.queue)
+        {
+            list.retain(|m| m.call_id != self.call_id);
+            if list.is_empty() {
+                members.remove(&self.queue);
+            }
+        }
+    }
 }
 
 /// The longest a caller waits in a queue before `enqueue` returns `err(timeout)`.
@@ -27,6 +59,28 @@ impl MediaServices {
         if let Ok(mut queues) = self.queues.lock() {
             queues.entry(queue.to_owned()).or_default().push_back(waiting);
         }
+    }
+
+    /// The agents waiting for a caller in `queue` (tenant-scoped), longest-waiting first.
+    pub fn queue_members(&self, tenant: &str, queue: &str) -> Vec<QueueMember> {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members
+            .get(&format!("{tenant}/{queue}"))
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn join_members(&self, queue: &str, member: QueueMember) -> Membership<'_> {
+        let call_id = member.call_id.clone();
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.entry(queue.to_owned()).or_default().push_back(member);
+        Membership { media: self, queue: queue.to_owned(), call_id }
+    }
+
+    /// Whether `call_id` is the longest-waiting agent of `queue`: the one the next caller goes to.
+    fn first_member(&self, queue: &str, call_id: &str) -> bool {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.get(queue).and_then(|l| l.front()).is_none_or(|m| m.call_id == call_id)
     }
 
     /// The longest-waiting caller still there, taken off `queue`.
@@ -72,8 +126,17 @@ impl SipCall {
         };
         let key = self.scoped(queue);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+        let me = QueueMember {
+            call_id: self.call_id(),
+            user: self.live.as_ref().map(|l| user_of(&l.from)).unwrap_or_default(),
+            since: std::time::Instant::now(),
+        };
+        let membership = media.join_members(&key, me.clone());
+        // The longest-waiting agent takes the next caller.
         let caller = loop {
-            if let Some(caller) = media.next_caller(&key) {
+            if media.first_member(&key, &me.call_id)
+                && let Some(caller) = media.next_caller(&key)
+            {
                 break caller;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -82,6 +145,7 @@ impl SipCall {
             let poll = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
             self.wait_until(poll, false).await?;
         };
+        drop(membership);
         self.answer().await?;
         let Some(agent_link) = self.session.as_ref().map(Session::link) else {
             return Err(Self::unavailable("dial(queue:…)"));
@@ -90,7 +154,7 @@ impl SipCall {
             return Ok(DialOutcome::Failed("the caller left the queue".into()));
         }
         let (alive, agent_alive) = tokio::sync::oneshot::channel::<()>();
-        if caller.matched.send(Matched { agent_alive }).is_err() {
+        if caller.matched.send(Matched { agent_alive, agent: me.user.clone() }).is_err() {
             unbridge_links(&agent_link, &caller.leg);
             return Ok(DialOutcome::Failed("the caller left the queue".into()));
         }
@@ -114,6 +178,62 @@ impl SipCall {
         unbridge_links(&agent_link, &caller.leg);
         drop(alive);
         result
+    }
+
+    /// A campaign's answered lead, offered to the agents waiting in `queue` until `deadline`:
+    /// `Ok(None)` when none took it by then (it is withdrawn: an agent reaching for it now
+    /// finds it gone), else the agent who took it, once the conversation is over (whoever
+    /// hung up; `bridged_at` says when it began).
+    pub(super) async fn offer_to_queue(
+        &mut self,
+        queue: &str,
+        deadline: tokio::time::Instant,
+    ) -> CallResult<Option<String>> {
+        self.live()?;
+        let Some(media) = self.media.clone() else { return Err(Self::unavailable("queue")) };
+        let Some(link) = self.session.as_ref().map(Session::link) else {
+            return Err(Self::unavailable("queue"));
+        };
+        let (alive, caller_alive) = tokio::sync::oneshot::channel::<()>();
+        let (matched, mut on_match) = tokio::sync::oneshot::channel();
+        media.enqueue(&self.scoped(queue), Waiting { leg: link, caller_alive, matched });
+        let mut session = self.session.take();
+        let outcome = loop {
+            tokio::select! {
+                m = &mut on_match => break m.ok(),
+                _ = tokio::time::sleep_until(deadline) => {
+                    // Closed first, so a match is either in or refused, never half made.
+                    on_match.close();
+                    break on_match.try_recv().ok();
+                }
+                wake = self.next_event(&mut session) => match wake {
+                    Wake::Gone => {
+                        self.session = session;
+                        return Err(CallError::Hangup);
+                    }
+                    Wake::MediaLost => return Err(CallError::Hangup),
+                    Wake::Digit | Wake::Signal => {}
+                },
+            }
+        };
+        self.session = session;
+        let Some(Matched { agent_alive, agent }) = outcome else { return Ok(None) };
+        self.bridged_at = Some(std::time::Instant::now());
+        tracing::info!(call = self.call.0, agent, "queue member took the call");
+        let mut agent_gone = agent_alive;
+        loop {
+            tokio::select! {
+                _ = &mut agent_gone => break,
+                signal = self.signals.recv() => {
+                    self.signal(signal.unwrap_or(Signal::CallerGone));
+                    if self.hung_up {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(alive);
+        Ok(Some(agent))
     }
 
     /// `enqueue`: hold music until an agent takes the call, then talk until either hangs up.
@@ -219,5 +339,14 @@ impl SipCall {
         }
         self.session = session;
         result
+    }
+}
+
+impl CallHub {
+    /// The agents waiting in the tenant's `queue` for a caller, longest-waiting first (none
+    /// on a node without media).
+    pub fn queue_members(&self, tenant: &str, queue: &str) -> Vec<QueueMember> {
+        let media = self.sip.get().and_then(|o| o.media.as_ref());
+        media.map(|m| m.queue_members(tenant, queue)).unwrap_or_default()
     }
 }

@@ -75,8 +75,11 @@ pub struct Trunk {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Registered SIP users who take the answered calls.
+    /// Registered SIP users who take the answered calls (logged in while registered).
     pub agents: Vec<String>,
+    /// Or: the tenant's queue whose members take them — agents who called in to a flow
+    /// waiting in `dial("queue:NAME")` (ready while it waits; their wrap-up is the flow's).
+    pub agent_queue: Option<String>,
     pub trunks: Vec<Trunk>,
     /// Caller ID presented (the From user).
     pub caller_id: Option<String>,
@@ -202,6 +205,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             agents: Vec::new(),
+            agent_queue: None,
             trunks: Vec::new(),
             caller_id: None,
             window_start: "08:00".into(),
@@ -247,8 +251,17 @@ impl Settings {
                 law.abandon_limit
             ));
         }
-        if self.agents.is_empty() {
-            out.push("agents: name at least one registered user".into());
+        match (&self.agent_queue, self.agents.is_empty()) {
+            (None, true) => out.push(
+                "agents: name at least one registered user (or an agent_queue instead)".into(),
+            ),
+            (Some(_), false) => {
+                out.push("agents and agent_queue: give one, registered users or a queue".into())
+            }
+            (Some(q), true) if q.is_empty() || q.len() > 128 => {
+                out.push(format!("agent_queue {q:?}: 1 to 128 characters"));
+            }
+            _ => {}
         }
         for agent in &self.agents {
             if agent.is_empty() || agent.contains([':', '@', ' ']) {

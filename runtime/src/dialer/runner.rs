@@ -266,6 +266,32 @@ impl Board {
     }
 }
 
+/// A queue's members onto the board: one waiting is ready (since it joined: the longest
+/// waiting is picked first, as the queue gives it the call); one not waiting is talking if the
+/// board has it talking, else away (its wrap-up is its flow's, before it waits again).
+fn refresh_members(board: &mut Board, members: &[crate::calls::QueueMember]) {
+    let now = Instant::now();
+    for slot in &mut board.agents {
+        let waiting = members.iter().find(|m| m.user == slot.name);
+        match (waiting, slot.state) {
+            (Some(m), _) => (slot.state, slot.since) = (Busy::Ready, m.since),
+            (None, Busy::Talking) => {}
+            (None, Busy::Away) => {}
+            (None, _) => (slot.state, slot.since) = (Busy::Away, now),
+        }
+    }
+    for m in members {
+        if !board.agents.iter().any(|s| s.name == m.user) {
+            board.agents.push(Slot {
+                name: m.user.clone(),
+                state: Busy::Ready,
+                since: m.since,
+                until: now,
+            });
+        }
+    }
+}
+
 /// A call in flight and the attempt it belongs to.
 struct Ended {
     lead: Lead,
@@ -464,8 +490,21 @@ impl Run<'_> {
         self.board.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Logged in = registered; wrap-ups that are over make agents ready.
+    /// Logged in = registered (or, for a queue's members, waiting in it); wrap-ups that are
+    /// over make agents ready.
     async fn refresh_agents(&mut self, elapsed: f64) {
+        if let Some(queue) = &self.settings.agent_queue {
+            let members = self.inner.hub.queue_members(&self.campaign.tenant_id, queue);
+            let (talking, logged) = {
+                let mut board = self.board();
+                refresh_members(&mut board, &members);
+                let away = board.count(Busy::Away);
+                (board.count(Busy::Talking), board.agents.len() as u32 - away)
+            };
+            self.talk_secs += f64::from(talking) * elapsed;
+            self.logged_in_secs += f64::from(logged) * elapsed;
+            return;
+        }
         let Some(sip) = self.inner.hub.sip.get().map(|o| o.sip().clone()) else { return };
         let mut registered = Vec::with_capacity(self.settings.agents.len());
         for agent in &self.settings.agents {
@@ -696,6 +735,7 @@ impl Run<'_> {
             agent_within: self.rules.agent_within,
             message: self.settings.message.clone(),
             agents: Arc::new(move || board.lock().unwrap_or_else(|e| e.into_inner()).pick()),
+            queue: self.settings.agent_queue.clone(),
             amd: self.settings.answering_machine.plan(),
         };
         self.stats.dialled += 1;
