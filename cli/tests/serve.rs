@@ -2010,25 +2010,17 @@ fn a_campaign_of_200_leads_dials_bridges_retries_pauses_and_never_calls_dnc_or_l
 
 #[test]
 fn machine_detection_connects_a_person_after_their_greeting_and_leaves_a_machine_a_message() {
-    let server = serve_config(
-        &format!("{ALICE}[[sip.users]]\nuser = \"agent1\"\npassword = \"pw1\"\n"),
-        &[],
-    );
-    let agent_port = free_port();
-    let (ok, out) = run_sipp(
-        "uac-register.xml",
-        agent_port,
-        Some(server.addr),
-        10,
-        &["-s", "agent1", "-au", "agent1", "-ap", "pw1"],
-    );
-    assert!(ok, "agent1 could not register:\n{out}");
+    let server = serve_config(BARESIP_USERS, &[]);
+    // The agent is a baresip phone, registered as bob, answering by itself.
+    let agent = baresip_phone(server.addr, "bob", 880, "g711", ";answermode=auto");
+    let agent_dir = agent.path().to_owned();
+    let agent_run = std::thread::spawn(move || baresip(&agent_dir, &[], 14));
+    // (The campaign dials nothing until an agent is logged in: no wait for the registration.)
     let silence = |ms: usize| vec![0i16; ms * 8];
     // A person: "Hello?" (0.6 s) after 0.3 s, then waits. A machine: a 4 s greeting.
     let hello: Vec<i16> = [silence(300), chirp(0.6), silence(3000)].concat();
     let (person, machine) = (free_port(), free_port());
     let _phones = [
-        Phone::start("uas-agent.xml", agent_port),
         Phone::with_files("uas-lead-greets.xml", person, &[("greeting.wav", ulaw_wav(&hello))]),
         Phone::with_files("uas-machine.xml", machine, &[("greeting.wav", ulaw_wav(&chirp(4.0)))]),
     ];
@@ -2040,7 +2032,7 @@ fn machine_detection_connects_a_person_after_their_greeting_and_leaves_a_machine
     std::fs::write(
         &settings,
         format!(
-            "agents = [\"agent1\"]\nwrap_secs = 0\n\
+            "agents = [\"bob\"]\nwrap_secs = 0\n\
              [answering_machine]\ndetect = true\non_machine = \"leave-message\"\n\
              machine_message = \"Hello from Voxide, please call us back.\"\n\
              [[trunks]]\nprefix = \"+1212555\"\nuri = \"sip:{{number}}@127.0.0.1:{person}\"\n\
@@ -2073,7 +2065,7 @@ fn machine_detection_connects_a_person_after_their_greeting_and_leaves_a_machine
     let person = by_number("+12125550001");
     assert_eq!(
         (person["outcome"].as_str(), person["agent"].as_str()),
-        (Some("human"), Some("agent1")),
+        (Some("human"), Some("bob")),
         "{person} {show}"
     );
     let detail = person["detail"].as_str().unwrap();
@@ -2097,6 +2089,11 @@ fn machine_detection_connects_a_person_after_their_greeting_and_leaves_a_machine
     assert_eq!(show["counts"]["dispositions"]["contacted"], 1, "{show}");
     let retry = vox_json(&server, &["leads", "ls", "--campaign", "amd", "--status", "retry"]);
     assert_eq!(retry[0]["number"], "+12126660001", "{retry}");
+    // baresip took the person's call (not the machine's) and received its audio.
+    let text = agent_run.join().unwrap();
+    assert!(text.contains("Call established: sip:+12125550001@"), "{text}");
+    assert!(!text.contains("+12126660001"), "the machine reached the agent:\n{text}");
+    assert!(text.contains("incoming rtp for 'audio' established"), "no RTP reached bob:\n{text}");
 }
 
 #[test]
