@@ -1142,8 +1142,8 @@ fn pcm_wav(samples: &[i16], rate: u32) -> Vec<u8> {
     out
 }
 
-/// A one-file HTTP server on loopback: `GET path` gets `body`, anything else 404. Returns its
-/// address and the number of requests for `path` so far.
+/// A one-file HTTP server on loopback: `GET path` (with any query) gets `body`, anything else
+/// 404. Returns its address and the number of requests for `path` so far.
 fn http_file(path: &'static str, body: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1160,7 +1160,9 @@ fn http_file(path: &'static str, body: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>
                 line.clear();
             }
             let mut stream = &stream;
-            if request.starts_with(&format!("GET {path} ")) {
+            if request.starts_with(&format!("GET {path} "))
+                || request.starts_with(&format!("GET {path}?"))
+            {
                 counter.fetch_add(1, Ordering::SeqCst);
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -2243,7 +2245,7 @@ fn a_campaigns_agents_can_be_the_members_of_a_queue_who_called_in_to_the_agent_f
         &server,
         &["campaigns", "create", "x", "--settings", both.to_str().unwrap()],
     );
-    assert!(err.contains("agents and agent_queue: give one"), "{err}");
+    assert!(err.contains("agents, agent_queue and flow: give one of them"), "{err}");
     vox_remote(&server, &["campaigns", "create", "q", "--settings", settings.to_str().unwrap()]);
     vox_remote(&server, &["leads", "import", leads.to_str().unwrap(), "--campaign", "q"]);
     // Dial once both agents wait (a member is ready while its flow waits in the queue).
@@ -2268,4 +2270,75 @@ fn a_campaigns_agents_can_be_the_members_of_a_queue_who_called_in_to_the_agent_f
         let (ok, out) = agent.join().unwrap();
         assert!(ok, "an agent's call did not end cleanly:\n{out}");
     }
+}
+
+#[test]
+fn a_flow_campaign_hands_each_answered_lead_to_its_flow_with_the_leads_columns_as_vars() {
+    let server = serve_config(ALICE, &[]);
+    // hello plays `greeting_url` when the route (here: the lead) gives one and its manifest
+    // allows the host: each lead's own URL is fetched once its call is answered.
+    let (web, hits) = http_file("/greeting.wav", pcm_wav(&chirp(0.5), 8000));
+    let hello = voxide_runtime::builder::build_flow(
+        &repo().join("sample-flows/hello"),
+        &voxide_runtime::builder::BuildOptions::default(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("flow.toml");
+    std::fs::write(&manifest, format!("[capabilities]\nhttp = [\"http://{web}/\"]\n")).unwrap();
+    let key = std::fs::read_to_string(server.data().join("admin.key")).unwrap();
+    let http = server.http.unwrap();
+    let out = Command::new("curl")
+        .args(["-sf", "-H", &format!("authorization: Bearer {}", key.trim())])
+        .arg("-F")
+        .arg(format!("component=@{};type=application/wasm", hello.display()))
+        .arg("-F")
+        .arg(format!("manifest=<{}", manifest.display()))
+        .arg(format!("http://{http}/api/v1/flows/reminder/versions"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answers = free_port();
+    let _phone = Phone::start("uas-lead-answers.xml", answers);
+    let tz = zone_at_hour(12);
+    let leads = dir.path().join("leads.csv");
+    let rows: String = (0..4)
+        .map(|i| format!("+1212555{i:04},{tz},http://{web}/greeting.wav?lead={i}\n"))
+        .collect();
+    std::fs::write(&leads, format!("number,tz,greeting_url\n{rows}")).unwrap();
+    let settings = dir.path().join("reminder.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "flow = \"reminder@1\"\nlines = 2\n\
+             [[trunks]]\nuri = \"sip:{{number}}@127.0.0.1:{answers}\"\n"
+        ),
+    )
+    .unwrap();
+    let settings = settings.to_str().unwrap();
+    let err = vox_remote_fails(
+        &server,
+        &["campaigns", "create", "x", "--settings", settings, "--strategy", "nope"],
+    );
+    assert!(err.contains("strategy \"nope\""), "{err}");
+    vox_remote(&server, &["campaigns", "create", "reminder", "--settings", settings]);
+    vox_remote(&server, &["leads", "import", leads.to_str().unwrap(), "--campaign", "reminder"]);
+    vox_remote(&server, &["campaigns", "start", "reminder"]);
+    let show = vox_until(&server, &["campaigns", "show", "reminder"], 60, |c| {
+        c["counts"]["leads"]["done"] == 4 && c["counts"]["attempts"].get("dialing").is_none()
+    });
+    let attempts = vox_json(&server, &["campaigns", "attempts", "reminder"]);
+    let attempts = attempts.as_array().unwrap();
+    assert_eq!(attempts.len(), 4, "{show}");
+    for at in attempts {
+        assert_eq!((at["outcome"].as_str(), at["agent"].as_str()), (Some("human"), None), "{at}");
+        assert_eq!(at["played"], "flow reminder v1", "{at}");
+    }
+    // Each lead's own URL (its column) was fetched.
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    // The flow wrote each call's CDR, under its name.
+    let cdrs = vox_json(&server, &["cdrs", "--limit", "10"]);
+    let flows: Vec<&str> =
+        cdrs.as_array().unwrap().iter().filter_map(|c| c["flow"].as_str()).collect();
+    assert_eq!(flows.iter().filter(|f| **f == "reminder").count(), 4, "{cdrs}");
 }

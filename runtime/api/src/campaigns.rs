@@ -15,6 +15,7 @@ use voxide_runtime::dialer::campaign::{Settings, StrategyRef};
 use voxide_runtime::dialer::import::{self, MAX_REJECTIONS_LISTED};
 use voxide_runtime::dialer::pacer::PACER_EXPORT;
 use voxide_runtime::dialer::runner::Stats;
+use voxide_runtime::node::routes::pin_flow;
 use voxide_store::{Attempt, Campaign, CampaignCounts, DncEntry, Lead, NewCampaign, NewLead, Role};
 
 use crate::{ApiError, ApiJson, ApiResult, ApiState, Auth, ErrorBody, read_limited};
@@ -78,6 +79,13 @@ pub(crate) async fn create_campaign(
         return Err(ApiError::invalid(problems.join("; ")));
     }
     let strategy = pin_strategy(&s, auth.tenant(), &req.strategy).await?;
+    let mut req = req;
+    // Flows are pinned to their version now, like strategies.
+    let am = &mut req.settings.answering_machine;
+    for spec in [&mut req.settings.flow, &mut am.machine_flow].into_iter().flatten() {
+        let v = pin_flow(&s.store, auth.tenant(), spec).await?;
+        *spec = format!("{}@{}", v.flow, v.version);
+    }
     let settings = serde_json::to_value(&req.settings)
         .map_err(|e| ApiError::invalid(format!("settings: {e}")))?;
     let new =

@@ -40,6 +40,10 @@ pub struct LeadCall {
     /// than registered users: the call is offered to the queue and its longest-waiting member
     /// takes it. `agents` then only claims a slot on the campaign's board.
     pub queue: Option<String>,
+    /// The answered person runs this flow instead of meeting an agent.
+    pub flow: Option<Route>,
+    /// The lead's columns, the flow's vars (after the route's own).
+    pub vars: Vec<(String, String)>,
     /// Answering-machine detection, when the campaign asks for it.
     pub amd: Option<MachinePlan>,
 }
@@ -48,8 +52,10 @@ pub struct LeadCall {
 #[derive(Debug, Clone)]
 pub struct MachinePlan {
     pub spec: AmdSpec,
-    /// Said after a machine's greeting ends; `None`: hang up on machines.
+    /// Said after a machine's greeting ends; `None`: hang up on machines (unless `flow`).
     pub message: Option<String>,
+    /// Run on a machine once its greeting ended.
+    pub flow: Option<Route>,
 }
 
 /// Longest wait for a machine's greeting (and its beep) to end before leaving a message.
@@ -113,6 +119,8 @@ pub async fn place_lead_call(
     .await?;
     let (done_tx, done) = tokio::sync::oneshot::channel();
     let hub = hub.clone();
+    let (engine, kv, from) =
+        (ringing.ctx.engine.clone(), ringing.ctx.kv.clone(), ringing.from.clone());
     tokio::spawn(async move {
         let live = ringing.live.clone();
         let ms = |since: Instant| since.elapsed().as_millis() as u64;
@@ -134,8 +142,12 @@ pub async fn place_lead_call(
         };
         end.ring_ms = ms(started);
         let answered = Instant::now();
-        let (outcome, detail) = match classify(&mut call, &req, answered, &mut end).await {
-            Ok(clock) => {
+        let next = match (classify(&mut call, &req, answered, &mut end).await, &req.flow) {
+            (Next::Agent(_), Some(flow)) => Next::Flow(flow.clone()),
+            (next, _) => next,
+        };
+        let (outcome, detail) = match next {
+            Next::Agent(clock) => {
                 let (outcome, detail) =
                     connect_agent(&mut call, &req, answered, clock, &mut end).await;
                 match &end.amd {
@@ -143,7 +155,33 @@ pub async fn place_lead_call(
                     None => (outcome, detail),
                 }
             }
-            Err(ended) => ended,
+            Next::End(outcome, detail) => (outcome, detail),
+            Next::Flow(mut route) => {
+                // The flow owns the call from here, and writes its CDR when it ends.
+                if end.outcome != Outcome::Machine {
+                    end.outcome = Outcome::Human;
+                }
+                end.played = Some(format!("flow {}", route.label));
+                route.vars.extend(req.vars.iter().cloned());
+                call.manifest = route.manifest.clone();
+                live.set_flow(&route);
+                let info = CallInfo {
+                    id: CallId(live.id.clone()),
+                    from,
+                    to: req.to.clone(),
+                    direction: Direction::Outbound,
+                    headers: Vec::new(),
+                    vars: Vec::new(),
+                };
+                let label = route.label.clone();
+                let ended = run_flows(&engine, &kv, route, info, Box::new(call), &live, &hub).await;
+                end.detail = match &end.amd {
+                    Some(amd) => format!("flow {label}: {ended}; machine detection: {amd}"),
+                    None => format!("flow {label}: {ended}"),
+                };
+                let _ = done_tx.send(end);
+                return;
+            }
         };
         call.hangup().await;
         end.detail = detail.clone();
@@ -153,19 +191,28 @@ pub async fn place_lead_call(
     Ok(done)
 }
 
-/// With detection on, classifies the answered callee: `Ok` with the instant the compliance
-/// clock starts from for a person (the end of the greeting, else the answer); `Err` with the
-/// CDR's outcome and detail when the call ends here (a machine, or the callee hung up).
+/// What happens to an answered call after machine detection.
+enum Next {
+    /// A person: an agent, within the compliance window counted from this instant (the end
+    /// of the greeting, else the answer).
+    Agent(Instant),
+    /// Hand the call to a flow (a machine's, after its greeting).
+    Flow(Route),
+    /// The call ends here: the CDR's outcome and detail.
+    End(&'static str, String),
+}
+
+/// With detection on, classifies the answered callee and says what comes next.
 async fn classify(
     call: &mut SipCall,
     req: &LeadCall,
     answered: Instant,
     end: &mut LeadCallEnd,
-) -> Result<Instant, (&'static str, String)> {
-    let Some(plan) = &req.amd else { return Ok(answered) };
+) -> Next {
+    let Some(plan) = &req.amd else { return Next::Agent(answered) };
     let Ok(d) = call.detect_machine(plan.spec.clone()).await else {
         end.outcome = Outcome::Abandoned;
-        return Err(("hung-up", "the lead hung up during machine detection".into()));
+        return Next::End("hung-up", "the lead hung up during machine detection".into());
     };
     let verdict = format!(
         "{}: {}, {} word(s), {} ms of voice, decided {} ms after the answer",
@@ -177,23 +224,31 @@ async fn classify(
     );
     end.amd = Some(verdict.clone());
     match d.verdict {
-        Verdict::Human => Ok(d
-            .greeting_end_ms
-            .and_then(|ms| answered.checked_add(Duration::from_millis(ms)))
-            .unwrap_or(answered)),
-        Verdict::Silent | Verdict::NotSure => Ok(answered),
+        Verdict::Human => Next::Agent(
+            d.greeting_end_ms
+                .and_then(|ms| answered.checked_add(Duration::from_millis(ms)))
+                .unwrap_or(answered),
+        ),
+        Verdict::Silent | Verdict::NotSure => Next::Agent(answered),
         Verdict::Machine => {
             end.outcome = Outcome::Machine;
-            let Some(message) = &plan.message else {
-                return Err(("completed", format!("answering machine ({verdict}): hung up")));
-            };
+            if plan.message.is_none() && plan.flow.is_none() {
+                return Next::End("completed", format!("answering machine ({verdict}): hung up"));
+            }
             let spec = AmdSpec::end_of_greeting(MACHINE_GREETING_SILENCE, MACHINE_GREETING_MAX);
             if call.detect_machine(spec).await.is_err() {
-                return Err(("completed", format!("answering machine ({verdict}): it hung up")));
+                return Next::End(
+                    "completed",
+                    format!("answering machine ({verdict}): it hung up"),
+                );
             }
+            if let Some(flow) = &plan.flow {
+                return Next::Flow(flow.clone());
+            }
+            let message = plan.message.clone().unwrap_or_default();
             end.played = Some(message.clone());
-            let _ = call.say(message.clone(), SayOptions::default()).await;
-            Err(("completed", format!("answering machine ({verdict}): message left")))
+            let _ = call.say(message, SayOptions::default()).await;
+            Next::End("completed", format!("answering machine ({verdict}): message left"))
         }
     }
 }

@@ -121,7 +121,7 @@ pub(super) async fn run_flows(
     mut call: Box<dyn CallControl>,
     live: &LiveCall,
     hub: &CallHub,
-) {
+) -> String {
     let mut actions = 0;
     loop {
         info.vars = route.vars.clone();
@@ -139,7 +139,8 @@ pub(super) async fn run_flows(
             continue;
         }
         tracing::info!(call = %report.call_id, outcome = %report.outcome, "call ended");
-        hub.finish(live, live.record(report.outcome.kind(), report.outcome.to_string(), actions));
-        return;
+        let outcome = report.outcome.to_string();
+        hub.finish(live, live.record(report.outcome.kind(), outcome.clone(), actions));
+        return outcome;
     }
 }

@@ -231,3 +231,10 @@ impl Ringing {
         Ok(call)
     }
 }
+
+impl CallHub {
+    /// The engine this node's calls run flows on (None while SIP is off).
+    pub fn flow_engine(&self) -> Option<FlowEngine> {
+        self.sip.get().map(|o| o.engine.clone())
+    }
+}

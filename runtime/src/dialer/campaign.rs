@@ -80,6 +80,13 @@ pub struct Settings {
     /// Or: the tenant's queue whose members take them — agents who called in to a flow
     /// waiting in `dial("queue:NAME")` (ready while it waits; their wrap-up is the flow's).
     pub agent_queue: Option<String>,
+    /// Or: a flow the answered person is handed to instead of an agent (`NAME`, `NAME@ALIAS`,
+    /// `NAME@VERSION`; pinned to a version when the campaign is created), with the lead's
+    /// columns as its vars. For calls the callee agreed to (reminders, surveys): no agent is
+    /// connected, so the abandon rules do not apply to them.
+    pub flow: Option<String>,
+    /// Calls a flow campaign keeps up at once (1–500).
+    pub lines: u32,
     pub trunks: Vec<Trunk>,
     /// Caller ID presented (the From user).
     pub caller_id: Option<String>,
@@ -113,6 +120,8 @@ pub enum OnMachine {
     Hangup,
     /// Wait for the greeting (and its beep) to end, say `machine_message`, hang up.
     LeaveMessage,
+    /// Wait for the greeting to end and hand the call to `machine_flow`.
+    Flow,
 }
 
 /// Answering-machine detection: the callee's first speech/silence pattern, classified before
@@ -125,6 +134,8 @@ pub struct MachineDetection {
     pub on_machine: OnMachine,
     /// Left on machines with `on_machine: leave-message`.
     pub machine_message: Option<String>,
+    /// Run on machines with `on_machine: flow` (pinned like the campaign's `flow`).
+    pub machine_flow: Option<String>,
     /// No word within this: a silent answer (a person, the clock running from the answer).
     pub initial_silence_ms: u64,
     /// This much voice: a machine.
@@ -145,6 +156,7 @@ impl Default for MachineDetection {
             detect: false,
             on_machine: OnMachine::Hangup,
             machine_message: None,
+            machine_flow: None,
             initial_silence_ms: ms(d.initial_silence),
             greeting_ms: ms(d.greeting),
             after_greeting_silence_ms: ms(d.after_greeting_silence),
@@ -180,6 +192,11 @@ impl MachineDetection {
                 "answering_machine.machine_message: 1 to 500 characters with leave-message".into(),
             );
         }
+        if (self.on_machine == OnMachine::Flow) != self.machine_flow.is_some() {
+            out.push(
+                "answering_machine.machine_flow: give it with on_machine = \"flow\" (only)".into(),
+            );
+        }
     }
 
     /// The call-side plan, when detection is on.
@@ -194,9 +211,10 @@ impl MachineDetection {
                 ..voxide_media::amd::AmdSpec::default()
             },
             message: match self.on_machine {
-                OnMachine::Hangup => None,
                 OnMachine::LeaveMessage => self.machine_message.clone(),
+                OnMachine::Hangup | OnMachine::Flow => None,
             },
+            flow: None,
         })
     }
 }
@@ -206,6 +224,8 @@ impl Default for Settings {
         Settings {
             agents: Vec::new(),
             agent_queue: None,
+            flow: None,
+            lines: 10,
             trunks: Vec::new(),
             caller_id: None,
             window_start: "08:00".into(),
@@ -251,17 +271,21 @@ impl Settings {
                 law.abandon_limit
             ));
         }
-        match (&self.agent_queue, self.agents.is_empty()) {
-            (None, true) => out.push(
-                "agents: name at least one registered user (or an agent_queue instead)".into(),
-            ),
-            (Some(_), false) => {
-                out.push("agents and agent_queue: give one, registered users or a queue".into())
-            }
-            (Some(q), true) if q.is_empty() || q.len() > 128 => {
-                out.push(format!("agent_queue {q:?}: 1 to 128 characters"));
-            }
-            _ => {}
+        let kinds = usize::from(!self.agents.is_empty())
+            + usize::from(self.agent_queue.is_some())
+            + usize::from(self.flow.is_some());
+        if kinds == 0 {
+            out.push(
+                "agents: name at least one registered user (or an agent_queue, or a flow)".into(),
+            );
+        } else if kinds > 1 {
+            out.push("agents, agent_queue and flow: give one of them".into());
+        }
+        if !(1..=500).contains(&self.lines) {
+            out.push(format!("lines {}: 1 to 500", self.lines));
+        }
+        if let Some(q) = self.agent_queue.as_ref().filter(|q| q.is_empty() || q.len() > 128) {
+            out.push(format!("agent_queue {q:?}: 1 to 128 characters"));
         }
         for agent in &self.agents {
             if agent.is_empty() || agent.contains([':', '@', ' ']) {

@@ -32,7 +32,9 @@ use super::zones::Place;
 use crate::builder::{self, BuildOptions};
 use crate::calls::{LeadCall, LeadCallEnd, place_lead_call};
 use crate::hub::CallHub;
+use crate::node::routes::flow_route;
 use crate::node::{EventBus, outbox};
+use crate::routing::Route;
 
 /// A campaign's live figures: what `vox campaigns show --follow` and the stats stream show.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
@@ -292,6 +294,28 @@ fn refresh_members(board: &mut Board, members: &[crate::calls::QueueMember]) {
     }
 }
 
+/// The campaign's flows (pinned when it was created), loaded for its calls.
+async fn load_flows(
+    inner: &Inner,
+    campaign: &Campaign,
+    settings: &Settings,
+) -> Result<(Option<Route>, Option<Route>), String> {
+    let specs = [settings.flow.as_deref(), settings.answering_machine.machine_flow.as_deref()];
+    if specs.iter().all(Option::is_none) {
+        return Ok((None, None));
+    }
+    let engine = inner.hub.flow_engine().ok_or("this node runs no calls (SIP is off)")?;
+    let mut loaded = Vec::new();
+    for spec in specs {
+        loaded.push(match spec {
+            Some(spec) => Some(flow_route(&inner.store, &engine, &campaign.tenant_id, spec).await?),
+            None => None,
+        });
+    }
+    let machine = loaded.pop().flatten();
+    Ok((loaded.pop().flatten(), machine))
+}
+
 /// A call in flight and the attempt it belongs to.
 struct Ended {
     lead: Lead,
@@ -307,6 +331,9 @@ struct Run<'a> {
     ledger: Ledger,
     minute: Ledger,
     board: Arc<Mutex<Board>>,
+    /// The flows answered persons and machines are handed to, when the campaign names them.
+    flow: Option<Route>,
+    machine_flow: Option<Route>,
     /// Resolved dials of the last 15 minutes: when, and how they ended.
     recent: VecDeque<(Instant, Outcome)>,
     ring: (f64, u64),
@@ -349,6 +376,16 @@ async fn run(inner: &Inner, campaign: Campaign) {
                     serde_json::json!({"campaign": campaign.name, "reason": e}),
                 )
                 .await;
+            return;
+        }
+    };
+    let (flow, machine_flow) = match load_flows(inner, &campaign, &settings).await {
+        Ok(flows) => flows,
+        Err(e) => {
+            tracing::error!(campaign = %campaign.name, "{e}");
+            let _ = inner.store.set_campaign_state(&tenant, &campaign.name, "paused").await;
+            let data = serde_json::json!({"campaign": campaign.name, "reason": e});
+            inner.event(&tenant, "campaign.paused", data).await;
             return;
         }
     };
@@ -405,6 +442,8 @@ async fn run(inner: &Inner, campaign: Campaign) {
         ledger,
         minute: Ledger::new(Duration::from_secs(60)),
         board: Arc::new(Mutex::new(board)),
+        flow,
+        machine_flow,
         recent: VecDeque::new(),
         ring: (0.0, 0),
         handle: (0.0, 0),
@@ -446,6 +485,18 @@ async fn run(inner: &Inner, campaign: Campaign) {
             continue;
         }
         let snapshot = run.snapshot().await;
+        if run.flow.is_some() {
+            // No agents to pace for: keep `lines` calls up, each lead still cleared by the
+            // per-lead rules; with no agent to connect, nothing is abandoned.
+            let room = run.settings.lines.saturating_sub(run.in_flight);
+            let launch = room.min(snapshot.leads_available).min(run.rules.max_launch_per_tick);
+            run.stats.note =
+                format!("flow campaign: {} of {} lines up", run.in_flight, run.settings.lines);
+            run.launch(launch, &ended_tx).await;
+            run.publish().await;
+            run.finish_if_done().await;
+            continue;
+        }
         let paced = pacing.tick(&snapshot).await;
         run.stats.dial_level = paced.decision.dial_level;
         run.stats.note = paced.decision.note.clone();
@@ -473,19 +524,25 @@ async fn run(inner: &Inner, campaign: Campaign) {
         }
         run.launch(clamp.launch, &ended_tx).await;
         run.publish().await;
-        if run.in_flight == 0 && run.stats.leads_open == 0 {
-            let name = run.campaign.name.clone();
-            if inner.store.set_campaign_state(&tenant, &name, "finished").await.is_ok() {
-                tracing::info!(campaign = %name, "every lead is done: campaign finished");
-                inner
-                    .event(&tenant, "campaign.finished", serde_json::json!({"campaign": name}))
-                    .await;
-            }
-        }
+        run.finish_if_done().await;
     }
 }
 
 impl Run<'_> {
+    /// Every lead done and no call up: the campaign is `finished` (the next tick ends the
+    /// task).
+    async fn finish_if_done(&mut self) {
+        if self.in_flight > 0 || self.stats.leads_open > 0 {
+            return;
+        }
+        let (tenant, name) = (self.campaign.tenant_id.clone(), self.campaign.name.clone());
+        if self.inner.store.set_campaign_state(&tenant, &name, "finished").await.is_ok() {
+            tracing::info!(campaign = %name, "every lead is done: campaign finished");
+            let data = serde_json::json!({"campaign": name});
+            self.inner.event(&tenant, "campaign.finished", data).await;
+        }
+    }
+
     fn board(&self) -> std::sync::MutexGuard<'_, Board> {
         self.board.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -736,7 +793,12 @@ impl Run<'_> {
             message: self.settings.message.clone(),
             agents: Arc::new(move || board.lock().unwrap_or_else(|e| e.into_inner()).pick()),
             queue: self.settings.agent_queue.clone(),
-            amd: self.settings.answering_machine.plan(),
+            flow: self.flow.clone(),
+            vars: lead.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            amd: self.settings.answering_machine.plan().map(|mut plan| {
+                plan.flow = self.machine_flow.clone();
+                plan
+            }),
         };
         self.stats.dialled += 1;
         self.in_flight += 1;

@@ -226,3 +226,44 @@ impl RouteLoader {
         }
     }
 }
+
+/// A stored flow named as `NAME` (its `live` alias), `NAME@ALIAS` or `NAME@VERSION`, pinned to
+/// its version number; only call flows (`voxide:flow/handler`) qualify.
+pub async fn pin_flow(
+    store: &Store,
+    tenant: &str,
+    spec: &str,
+) -> voxide_store::Result<FlowVersion> {
+    let (name, at) = spec.split_once('@').unwrap_or((spec, "live"));
+    let number = match at.parse::<i64>() {
+        Ok(n) => n,
+        Err(_) => store.resolve_alias(tenant, name, at).await?,
+    };
+    let v = store.version(tenant, name, number).await?;
+    if v.world != voxide_store::FLOW_WORLD {
+        return Err(voxide_store::StoreError::Invalid(format!(
+            "{spec}: {name} version {number} is a {} component, not a call flow",
+            v.world
+        )));
+    }
+    Ok(v)
+}
+
+/// The flow `spec` names (see [`pin_flow`]) as a route for `tenant`'s calls.
+pub async fn flow_route(
+    store: &Store,
+    engine: &FlowEngine,
+    tenant: &str,
+    spec: &str,
+) -> Result<Route, String> {
+    let v = pin_flow(store, tenant, spec).await.map_err(|e| format!("flow {spec}: {e}"))?;
+    let target = VersionRoute {
+        tenant,
+        version: &v,
+        via: "",
+        vars: Vec::new(),
+        pattern: String::new(),
+        weight: 100,
+    };
+    target.load(store, engine).await
+}
