@@ -2273,7 +2273,8 @@ fn a_campaigns_agents_can_be_the_members_of_a_queue_who_called_in_to_the_agent_f
 }
 
 #[test]
-fn a_flow_campaign_hands_each_answered_lead_to_its_flow_with_the_leads_columns_as_vars() {
+fn a_flow_campaign_hands_each_answered_person_to_its_flow_with_the_leads_columns_as_vars_and_machines_to_another()
+ {
     let server = serve_config(ALICE, &[]);
     // hello plays `greeting_url` when the route (here: the lead) gives one and its manifest
     // allows the host: each lead's own URL is fetched once its call is answered.
@@ -2298,8 +2299,25 @@ fn a_flow_campaign_hands_each_answered_lead_to_its_flow_with_the_leads_columns_a
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let answers = free_port();
-    let _phone = Phone::start("uas-lead-answers.xml", answers);
+    // Machines get another flow: hello again, saying its default greeting after theirs.
+    vox_remote(
+        &server,
+        &[
+            "deploy",
+            repo().join("sample-flows/hello").to_str().unwrap(),
+            "--name",
+            "drop",
+            "--alias",
+            "live",
+        ],
+    );
+    let (answers, machine) = (free_port(), free_port());
+    // People say "hello" (and stay three seconds); the machine plays a 3 s greeting.
+    let hello: Vec<i16> = [vec![0i16; 2400], chirp(0.6), vec![0i16; 24_000]].concat();
+    let _phones = [
+        Phone::with_files("uas-lead-greets.xml", answers, &[("greeting.wav", ulaw_wav(&hello))]),
+        Phone::with_files("uas-machine.xml", machine, &[("greeting.wav", ulaw_wav(&chirp(3.0)))]),
+    ];
     let tz = zone_at_hour(12);
     let leads = dir.path().join("leads.csv");
     let rows: String = (0..4)
@@ -2311,7 +2329,9 @@ fn a_flow_campaign_hands_each_answered_lead_to_its_flow_with_the_leads_columns_a
         &settings,
         format!(
             "flow = \"reminder@1\"\nlines = 2\n\
-             [[trunks]]\nuri = \"sip:{{number}}@127.0.0.1:{answers}\"\n"
+             [answering_machine]\ndetect = true\non_machine = \"flow\"\nmachine_flow = \"drop\"\n\
+             [[trunks]]\nprefix = \"+1212555\"\nuri = \"sip:{{number}}@127.0.0.1:{answers}\"\n\
+             [[trunks]]\nprefix = \"+1212666\"\nuri = \"sip:{{number}}@127.0.0.1:{machine}\"\n"
         ),
     )
     .unwrap();
@@ -2323,17 +2343,31 @@ fn a_flow_campaign_hands_each_answered_lead_to_its_flow_with_the_leads_columns_a
     assert!(err.contains("strategy \"nope\""), "{err}");
     vox_remote(&server, &["campaigns", "create", "reminder", "--settings", settings]);
     vox_remote(&server, &["leads", "import", leads.to_str().unwrap(), "--campaign", "reminder"]);
+    // The machine's lead has no greeting_url (the drop flow may fetch nothing).
+    let machines = dir.path().join("machines.csv");
+    std::fs::write(&machines, format!("number,tz\n+12126660001,{tz}\n")).unwrap();
+    vox_remote(&server, &["leads", "import", machines.to_str().unwrap(), "--campaign", "reminder"]);
     vox_remote(&server, &["campaigns", "start", "reminder"]);
     let show = vox_until(&server, &["campaigns", "show", "reminder"], 60, |c| {
-        c["counts"]["leads"]["done"] == 4 && c["counts"]["attempts"].get("dialing").is_none()
+        c["counts"]["attempts"]["human"] == 4 && c["counts"]["attempts"]["machine"] == 1
     });
     let attempts = vox_json(&server, &["campaigns", "attempts", "reminder"]);
     let attempts = attempts.as_array().unwrap();
-    assert_eq!(attempts.len(), 4, "{show}");
+    assert_eq!(attempts.len(), 5, "{show}");
     for at in attempts {
-        assert_eq!((at["outcome"].as_str(), at["agent"].as_str()), (Some("human"), None), "{at}");
-        assert_eq!(at["played"], "flow reminder v1", "{at}");
+        let (outcome, flow) = match at["number"].as_str() {
+            // `drop` (its live alias) was pinned to version 1 when the campaign was created.
+            Some("+12126660001") => ("machine", "flow drop v1"),
+            _ => ("human", "flow reminder v1"),
+        };
+        assert_eq!((at["outcome"].as_str(), at["agent"].as_str()), (Some(outcome), None), "{at}");
+        assert_eq!(at["played"], flow, "{at}");
     }
+    let machine = attempts.iter().find(|a| a["outcome"] == "machine").unwrap();
+    assert!(
+        machine["detail"].as_str().unwrap().contains("machine detection: machine"),
+        "{machine}"
+    );
     // Each lead's own URL (its column) was fetched.
     assert_eq!(hits.load(Ordering::SeqCst), 4);
     // The flow wrote each call's CDR, under its name.
@@ -2341,4 +2375,5 @@ fn a_flow_campaign_hands_each_answered_lead_to_its_flow_with_the_leads_columns_a
     let flows: Vec<&str> =
         cdrs.as_array().unwrap().iter().filter_map(|c| c["flow"].as_str()).collect();
     assert_eq!(flows.iter().filter(|f| **f == "reminder").count(), 4, "{cdrs}");
+    assert_eq!(flows.iter().filter(|f| **f == "drop").count(), 1, "{cdrs}");
 }

@@ -5,7 +5,8 @@
 //! silent by its mean amplitude; voiced runs of at least `min_word` after a gap of at least
 //! `between_words` count as words. The verdict, the first rule that holds:
 //!
-//! - a word was heard, then `after_greeting_silence` of silence, with fewer than
+//! - a word was heard, then `after_greeting_silence` without one (sounds shorter than a word,
+//!   clicks or breaths, do not count), with fewer than
 //!   `greeting` of voice and at most `max_words` words: **human** (the greeting ended when
 //!   the last word did: [`Detection::greeting_end_ms`]);
 //! - `greeting` of voice, or more than `max_words` words: **machine**;
@@ -158,13 +159,16 @@ impl Detector {
             }
         } else {
             self.silence_ms += ms;
-            if self.words == 0 {
-                if self.elapsed_ms >= ms_of(self.spec.initial_silence) {
-                    return Some(self.decide(Verdict::Silent, "initial-silence"));
-                }
-            } else if self.silence_ms >= ms_of(self.spec.after_greeting_silence) {
-                return Some(self.decide(Verdict::Human, "after-greeting-silence"));
+            if self.words == 0 && self.elapsed_ms >= ms_of(self.spec.initial_silence) {
+                return Some(self.decide(Verdict::Silent, "initial-silence"));
             }
+        }
+        // Quiet since the last word — clicks and breaths shorter than a word do not count as
+        // speech — after a short greeting: a person.
+        if let Some(end) = self.greeting_end_ms
+            && self.elapsed_ms - end >= ms_of(self.spec.after_greeting_silence)
+        {
+            return Some(self.decide(Verdict::Human, "after-greeting-silence"));
         }
         (self.elapsed_ms >= ms_of(self.spec.total))
             .then(|| self.decide(Verdict::NotSure, "total-time"))
@@ -242,6 +246,13 @@ mod tests {
         let spec = AmdSpec { between_words: Duration::from_millis(60), ..AmdSpec::default() };
         let d = run(spec, &[(true, 300), (false, 40), (true, 300), (false, 1000)]).unwrap();
         assert_eq!((d.verdict, d.words), (Verdict::Human, 1));
+    }
+
+    #[test]
+    fn clicks_after_a_hello_do_not_keep_a_person_waiting() {
+        let clicks: Vec<(bool, u64)> = (0..10).flat_map(|_| [(false, 180), (true, 20)]).collect();
+        let d = run(AmdSpec::default(), &[&[(true, 500)][..], &clicks].concat()).unwrap();
+        assert_eq!((d.verdict, d.greeting_end_ms, d.decided_ms), (Verdict::Human, Some(500), 1300));
     }
 
     #[test]

@@ -99,7 +99,7 @@ async fn predictive_overdials_by_the_answer_rate_and_brakes_at_the_abandon_targe
     let launched: Vec<u32> = d.iter().map(|d| d.launch).collect();
     assert_eq!(
         launched,
-        [38, 13, 9, 37, 3, 10],
+        [38, 13, 10, 37, 3, 10],
         "notes: {:?}",
         d.iter().map(|d| &d.note).collect::<Vec<_>>()
     );

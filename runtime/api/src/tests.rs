@@ -1283,5 +1283,20 @@ async fn an_uploaded_strategy_is_versioned_never_routed_and_pinned_by_the_campai
         let (status, v) =
             post_json(&env, Method::POST, "/api/v1/campaigns", k, campaign("c", "pacer@7")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+        // A flow campaign pins its flow: the version stays while the campaign is not finished.
+        let flow_campaign = serde_json::json!({"name": "d", "settings": {"flow": "hello@1",
+            "trunks": [{"prefix": "+1", "uri": "sip:{number}@carrier.test"}]}});
+        let (status, v) =
+            post_json(&env, Method::POST, "/api/v1/campaigns", k, flow_campaign).await;
+        assert_eq!(
+            (status, v["settings"]["flow"].as_str()),
+            (StatusCode::CREATED, Some("hello@1")),
+            "{v}"
+        );
+        let (status, v) =
+            call(&env, Method::DELETE, "/api/v1/flows/hello/versions/1", Some(k), None, vec![])
+                .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("pinned by campaign(s) d"), "{v}");
     }
 }

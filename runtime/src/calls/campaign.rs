@@ -1,7 +1,8 @@
 //! A campaign's call to a lead: placed like any outbound call (admitted, listed, CDR), and
 //! once a human answers, bridged by the host to an agent within the compliance window —
 //! else the campaign's information message is played and the call ends, abandoned. No flow
-//! runs: the law's 2 s cannot wait for guest code.
+//! runs before the agent: the law's 2 s cannot wait for guest code. (A flow campaign, with
+//! no agents, hands the answered call to its flow instead; so may a machine's policy.)
 //!
 //! With answering-machine detection on, the callee's first words are classified first
 //! ([`voxide_media::amd`]): a machine is hung up on or left the campaign's message after its
@@ -86,6 +87,8 @@ pub struct LeadCallEnd {
     pub played: Option<String>,
     /// The machine detector's verdict and why (`human: after-greeting-silence, 1 word…`).
     pub amd: Option<String>,
+    /// The queue member the board set talking for this call (it may not be who took it).
+    pub claimed: Option<String>,
     pub detail: String,
 }
 
@@ -101,6 +104,7 @@ impl LeadCallEnd {
             agent: None,
             played: None,
             amd: None,
+            claimed: None,
             detail,
         }
     }
@@ -224,12 +228,13 @@ async fn classify(
     );
     end.amd = Some(verdict.clone());
     match d.verdict {
-        Verdict::Human => Next::Agent(
+        // The clock runs from the end of the greeting when there was one.
+        Verdict::Human | Verdict::NotSure => Next::Agent(
             d.greeting_end_ms
                 .and_then(|ms| answered.checked_add(Duration::from_millis(ms)))
                 .unwrap_or(answered),
         ),
-        Verdict::Silent | Verdict::NotSure => Next::Agent(answered),
+        Verdict::Silent => Next::Agent(answered),
         Verdict::Machine => {
             end.outcome = Outcome::Machine;
             if plan.message.is_none() && plan.flow.is_none() {
@@ -265,7 +270,8 @@ async fn connect_agent(
 ) -> (&'static str, String) {
     let left = |d: Duration| d.saturating_sub(clock.elapsed());
     if let Some(queue) = &req.queue {
-        let _claimed = (req.agents)();
+        // The board's guess at who takes it (the longest-waiting member, as the queue picks).
+        end.claimed = (req.agents)();
         let deadline = tokio::time::Instant::from_std(clock + req.agent_within);
         match call.offer_to_queue(queue, deadline).await {
             Ok(Some(agent)) => {
@@ -273,9 +279,13 @@ async fn connect_agent(
                 return connected(end, agent, answered, bridged);
             }
             Ok(None) => return abandon(call, req, end).await,
-            Err(_) => {
+            Err(CallError::Hangup) => {
                 end.outcome = Outcome::Abandoned;
                 return ("hung-up", "the lead hung up before an agent took the call".into());
+            }
+            Err(e) => {
+                tracing::warn!(queue, "offering the call to the queue: {e}");
+                return abandon(call, req, end).await;
             }
         }
     }

@@ -40,9 +40,8 @@ struct Membership<'a> {
 
 impl Drop for Membership<'_> {
     fn drop(&mut self) {
-        if let Ok(mut members) = self.media.members.lock()
-            && let Some(list) = members.get_mut(&self.queue)
-        {
+        let mut members = self.media.members.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = members.get_mut(&self.queue) {
             list.retain(|m| m.call_id != self.call_id);
             if list.is_empty() {
                 members.remove(&self.queue);
@@ -59,6 +58,20 @@ impl MediaServices {
         if let Ok(mut queues) = self.queues.lock() {
             queues.entry(queue.to_owned()).or_default().push_back(waiting);
         }
+    }
+
+    /// Like [`MediaServices::enqueue`], first in line (a campaign's call within its 2 s).
+    fn enqueue_front(&self, queue: &str, waiting: Waiting) {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let list = queues.entry(queue.to_owned()).or_default();
+        // Callers who left (a withdrawn offer among them) go now rather than at the next take.
+        list.retain_mut(|w| {
+            matches!(
+                w.caller_alive.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+            )
+        });
+        list.push_front(waiting);
     }
 
     /// The agents waiting for a caller in `queue` (tenant-scoped), longest-waiting first.
@@ -194,26 +207,36 @@ impl SipCall {
         let Some(link) = self.session.as_ref().map(Session::link) else {
             return Err(Self::unavailable("queue"));
         };
-        let (alive, caller_alive) = tokio::sync::oneshot::channel::<()>();
-        let (matched, mut on_match) = tokio::sync::oneshot::channel();
-        media.enqueue(&self.scoped(queue), Waiting { leg: link, caller_alive, matched });
+        let key = self.scoped(queue);
         let mut session = self.session.take();
-        let outcome = loop {
-            tokio::select! {
-                m = &mut on_match => break m.ok(),
-                _ = tokio::time::sleep_until(deadline) => {
-                    // Closed first, so a match is either in or refused, never half made.
-                    on_match.close();
-                    break on_match.try_recv().ok();
-                }
-                wake = self.next_event(&mut session) => match wake {
-                    Wake::Gone => {
-                        self.session = session;
-                        return Err(CallError::Hangup);
+        // Offered again if a member took it but could not connect (its call failed): the
+        // deadline, not the first member, decides.
+        let (alive, outcome) = 'offer: loop {
+            let (alive, caller_alive) = tokio::sync::oneshot::channel::<()>();
+            let (matched, mut on_match) = tokio::sync::oneshot::channel();
+            // Ahead of callers on hold: a lead has the law's 2 s, they have hold music.
+            let waiting = Waiting { leg: link.clone(), caller_alive, matched };
+            media.enqueue_front(&key, waiting);
+            loop {
+                tokio::select! {
+                    m = &mut on_match => match m {
+                        Ok(m) => break 'offer (alive, Some(m)),
+                        Err(_) => continue 'offer,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => {
+                        // Closed first, so a match is either in or refused, never half made.
+                        on_match.close();
+                        break 'offer (alive, on_match.try_recv().ok());
                     }
-                    Wake::MediaLost => return Err(CallError::Hangup),
-                    Wake::Digit | Wake::Signal => {}
-                },
+                    wake = self.next_event(&mut session) => match wake {
+                        Wake::Gone => {
+                            self.session = session;
+                            return Err(CallError::Hangup);
+                        }
+                        Wake::MediaLost => return Err(CallError::Hangup),
+                        Wake::Digit | Wake::Signal => {}
+                    },
+                }
             }
         };
         self.session = session;

@@ -146,6 +146,10 @@ pub struct MachineDetection {
     pub max_words: u32,
     /// Longest analysis; undecided by then counts as a person.
     pub total_ms: u64,
+    /// Share of machine verdicts taken to be people misjudged (0–0.5, default 0.02): each
+    /// machine adds it to the abandon ledger, as regulators want false positives estimated.
+    /// Set it to the rate you measured.
+    pub false_positive_estimate: f64,
 }
 
 impl Default for MachineDetection {
@@ -162,6 +166,7 @@ impl Default for MachineDetection {
             after_greeting_silence_ms: ms(d.after_greeting_silence),
             max_words: d.max_words,
             total_ms: ms(d.total),
+            false_positive_estimate: 0.02,
         }
     }
 }
@@ -183,8 +188,14 @@ impl MachineDetection {
             " (the 2 s rule)",
         );
         range("greeting_ms", self.greeting_ms, 500, 5000, "");
-        range("total_ms", self.total_ms, 1000, 10_000, "");
+        range("total_ms", self.total_ms, 1000, 5000, "");
         range("max_words", u64::from(self.max_words), 1, 10, "");
+        if !(0.0..=0.5).contains(&self.false_positive_estimate) {
+            out.push(format!(
+                "answering_machine.false_positive_estimate {}: 0 to 0.5",
+                self.false_positive_estimate
+            ));
+        }
         if self.on_machine == OnMachine::LeaveMessage
             && self.machine_message.as_deref().is_none_or(|m| m.trim().is_empty() || m.len() > 500)
         {

@@ -334,6 +334,8 @@ struct Run<'a> {
     /// The flows answered persons and machines are handed to, when the campaign names them.
     flow: Option<Route>,
     machine_flow: Option<Route>,
+    /// Machine verdicts' estimated false positives not yet whole enough to record.
+    amd_debt: f64,
     /// Resolved dials of the last 15 minutes: when, and how they ended.
     recent: VecDeque<(Instant, Outcome)>,
     ring: (f64, u64),
@@ -359,25 +361,32 @@ async fn run(inner: &Inner, campaign: Campaign) {
             return;
         }
     };
-    let strategy = match inner
-        .strategies
-        .get(&inner.store, &campaign.tenant_id, &campaign.strategy, &inner.pacer)
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            // Nothing can pace it: pause it, and say why.
-            tracing::error!(campaign = %campaign.name, "{e}");
-            let _ = inner.store.set_campaign_state(&tenant, &campaign.name, "paused").await;
-            inner
-                .event(
-                    &tenant,
-                    "campaign.paused",
-                    serde_json::json!({"campaign": campaign.name, "reason": e}),
-                )
-                .await;
-            return;
-        }
+    // A flow campaign has no agents to pace for: it loads no strategy.
+    let strategy = if settings.flow.is_some() {
+        None
+    } else {
+        Some(
+            match inner
+                .strategies
+                .get(&inner.store, &campaign.tenant_id, &campaign.strategy, &inner.pacer)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    // Nothing can pace it: pause it, and say why.
+                    tracing::error!(campaign = %campaign.name, "{e}");
+                    let _ = inner.store.set_campaign_state(&tenant, &campaign.name, "paused").await;
+                    inner
+                        .event(
+                            &tenant,
+                            "campaign.paused",
+                            serde_json::json!({"campaign": campaign.name, "reason": e}),
+                        )
+                        .await;
+                    return;
+                }
+            },
+        )
     };
     let (flow, machine_flow) = match load_flows(inner, &campaign, &settings).await {
         Ok(flows) => flows,
@@ -412,10 +421,22 @@ async fn run(inner: &Inner, campaign: Campaign) {
     let window = rules.jurisdiction.ledger_window();
     let mut ledger = Ledger::new(window);
     let since = now_ts().as_millisecond() - window.as_millis() as i64;
+    let mut amd_debt = 0.0;
     if let Ok(rows) = inner.store.answered_since(&campaign.id, since).await {
-        for (at, abandoned) in rows {
-            if let Ok(at) = Timestamp::from_millisecond(at) {
-                ledger.record(at, abandoned);
+        for (at, outcome) in rows {
+            let Ok(at) = Timestamp::from_millisecond(at) else { continue };
+            if outcome != "machine" {
+                ledger.record(at, outcome == "abandoned");
+                continue;
+            }
+            if !settings.answering_machine.detect {
+                continue;
+            }
+            // Machine verdicts' estimated false positives, as `ended` adds them.
+            amd_debt += settings.answering_machine.false_positive_estimate;
+            if amd_debt >= 1.0 {
+                amd_debt -= 1.0;
+                ledger.record(at, true);
             }
         }
     }
@@ -444,6 +465,7 @@ async fn run(inner: &Inner, campaign: Campaign) {
         board: Arc::new(Mutex::new(board)),
         flow,
         machine_flow,
+        amd_debt,
         recent: VecDeque::new(),
         ring: (0.0, 0),
         handle: (0.0, 0),
@@ -452,7 +474,7 @@ async fn run(inner: &Inner, campaign: Campaign) {
         talk_secs: 0.0,
         logged_in_secs: 0.0,
     };
-    let mut pacing = Pacing::new(&inner.pacer, &strategy);
+    let mut pacing = strategy.as_ref().map(|s| Pacing::new(&inner.pacer, s));
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
     let mut ticker = tokio::time::interval(inner.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -497,6 +519,7 @@ async fn run(inner: &Inner, campaign: Campaign) {
             run.finish_if_done().await;
             continue;
         }
+        let Some(pacing) = pacing.as_mut() else { continue };
         let paced = pacing.tick(&snapshot).await;
         run.stats.dial_level = paced.decision.dial_level;
         run.stats.note = paced.decision.note.clone();
@@ -827,6 +850,15 @@ impl Run<'_> {
         let now = now_ts();
         let human = is_human(end.outcome);
         self.recent.push_back((Instant::now(), end.outcome));
+        if end.outcome == Outcome::Machine && self.settings.answering_machine.detect {
+            // Some "machines" were people the detector misjudged, hung up on: abandoned.
+            self.amd_debt += self.settings.answering_machine.false_positive_estimate;
+            while self.amd_debt >= 1.0 {
+                self.amd_debt -= 1.0;
+                self.ledger.record(now, true);
+                self.minute.record(now, true);
+            }
+        }
         if human {
             let abandoned = end.outcome == Outcome::Abandoned;
             self.ledger.record(now, abandoned);
@@ -841,6 +873,11 @@ impl Run<'_> {
         if let Some(agent) = &end.agent {
             let wrap = Duration::from_secs(self.settings.wrap_secs);
             self.board().release(agent, wrap);
+        }
+        // A queue member claimed for this call who did not take it: free again (ready once
+        // the queue shows it waiting).
+        if let Some(claimed) = end.claimed.as_ref().filter(|c| end.agent.as_ref() != Some(*c)) {
+            self.board().release(claimed, Duration::ZERO);
         }
         let p = campaign::progress_of(&lead.progress);
         let (next, why) = leads::after_attempt(

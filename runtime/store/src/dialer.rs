@@ -583,25 +583,22 @@ impl Store {
 
     /// The campaign's answered and abandoned attempts since `since`: the abandon ledger a
     /// runner starts from.
+    /// Attempts answered since `since`, oldest first: when each ended, and its outcome
+    /// (`human`, `abandoned` or `machine`) — what rebuilds a campaign's abandon ledger.
     pub async fn answered_since(
         &self,
         campaign_id: &str,
         since: Millis,
-    ) -> Result<Vec<(Millis, bool)>> {
+    ) -> Result<Vec<(Millis, String)>> {
         let rows = sqlx::query(
             "SELECT ended_at, outcome FROM attempts WHERE campaign_id = $1 AND ended_at >= $2 \
-             AND outcome IN ('human', 'abandoned') ORDER BY ended_at",
+             AND outcome IN ('human', 'abandoned', 'machine') ORDER BY ended_at",
         )
         .bind(campaign_id)
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let outcome: String = r.try_get(1)?;
-                Ok((r.try_get(0)?, outcome == "abandoned"))
-            })
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     pub async fn campaign_counts(

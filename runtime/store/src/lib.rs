@@ -633,6 +633,27 @@ impl Store {
                 aliases.join(", ")
             )));
         }
+        // Campaigns pin strategies and flows as `NAME@VERSION` (the strategy, or a quoted
+        // string in the settings): one not finished keeps its version.
+        let pinned = format!("{flow}@{version}");
+        let campaigns: Vec<String> = sqlx::query(
+            "SELECT name FROM campaigns WHERE tenant_id = $1 AND state <> 'finished' \
+             AND (strategy = $2 OR settings LIKE $3) ORDER BY name",
+        )
+        .bind(tenant_id)
+        .bind(&pinned)
+        .bind(format!("%\"{pinned}\"%"))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+        if !campaigns.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "{pinned} is pinned by campaign(s) {} (not finished)",
+                campaigns.join(", ")
+            )));
+        }
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "DELETE FROM flow_versions WHERE tenant_id = $1 AND flow = $2 AND version = $3",

@@ -38,6 +38,10 @@ impl Flow for Agent {
                     call.say("No callers are waiting. Goodbye.")?;
                     break;
                 }
+                // The caller left just as it was taken (or was withdrawn): wait for the next.
+                DialOutcome::Failed(why) if taken < calls => {
+                    voxide_guest::log::warn(&format!("taking a caller failed: {why}"));
+                }
                 DialOutcome::Failed(why) => {
                     voxide_guest::log::warn(&format!("taking a caller failed: {why}"));
                     call.say("Sorry, something went wrong. Goodbye.")?;

@@ -10,8 +10,9 @@
 //! who answers when no agent is free is lost within 2 s, while an agent idle a moment costs
 //! only that moment. To meet the rest, the dialler keeps
 //! `needed / answer-rate` calls ringing — scaled down as the abandon rate nears the campaign's
-//! target: at the target it dials one line per free agent (progressive), and with no abandon
-//! budget left it dials nothing ahead of an agent. Below `MIN_AGENTS` staffed agents the
+//! target: at the target it dials one line per free agent (progressive, never fewer: a ready
+//! agent with nothing ringing for it always gets a call), and with no abandon budget left it
+//! dials nothing ahead of an agent. Below `MIN_AGENTS` staffed agents the
 //! variance of a small pool makes prediction unsafe; it dials progressively.
 
 use voxide_strategy::prelude::*;
@@ -118,7 +119,7 @@ impl Strategy for Predictive {
         };
         let lines_per_agent = 1.0 + headroom * (1.0 / answer_rate - 1.0);
         let target_ringing = (needed * lines_per_agent).floor() as u32;
-        let launch = target_ringing.saturating_sub(now.ringing);
+        let launch = target_ringing.saturating_sub(now.ringing).max(progressive);
         Decision::launch(launch).level(lines_per_agent).note(format!(
             "free soon {free_soon:.1}, answer {:.0}%, headroom {:.0}%, keep {target_ringing} ringing",
             answer_rate * 100.0,
