@@ -555,6 +555,16 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
     assert_eq!(listed, expected);
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // Campaign settings are documented field by field, the nested ones too.
+    let schemas = &doc["components"]["schemas"];
+    let settings = &schemas["Settings"]["properties"];
+    for field in ["agents", "agent_queue", "flow", "lines", "answering_machine", "trunks"] {
+        assert!(settings[field].is_object(), "Settings.{field} is not documented: {settings}");
+    }
+    let amd = &schemas["MachineDetection"]["properties"];
+    for field in ["detect", "on_machine", "machine_flow", "false_positive_estimate"] {
+        assert!(amd[field].is_object(), "MachineDetection.{field} is not documented: {amd}");
+    }
 }
 
 /// An env whose API has a call hub (no SIP: calls are registered by hand, as the SIP side
