@@ -1,5 +1,6 @@
 //! Voxide's host runtime.
 //!
+//! - [`ai`]: AI providers' wire protocols (OpenAI-compatible streamed chat completions).
 //! - [`call`]: the seam between a flow and its call — the [`call::CallControl`] trait that the
 //!   simulator and (later) the SIP/RTP call implement.
 //! - [`sandbox`]: the wasmtime engine, pool, compile cache and per-instance limits every
@@ -21,6 +22,7 @@
 //! and the simulator knows nothing of wasmtime.
 
 pub mod admission;
+pub mod ai;
 pub mod builder;
 pub mod call;
 pub mod calls;

@@ -1,0 +1,381 @@
+//! OpenAI-compatible chat completions streaming (`"stream": true`): SSE frames
+//! ([`SseDecoder`]) and the chunks they carry ([`ChatStream`]).
+//!
+//! A streamed answer arrives as `data: {json}` frames, each a `chat.completion.chunk` whose
+//! `choices[0].delta` holds a piece of text (`content`) or fragments of tool calls
+//! (`tool_calls[i]`, identified by `index`: the first fragment has the `id` and the function
+//! `name`, later ones append to `arguments`). `finish_reason` ends the choice; a last chunk
+//! may carry `usage` (with `stream_options.include_usage`); `data: [DONE]` ends the stream.
+//!
+//! [`ChatStream`] turns that into [`ChatEvent`]s: each text delta as it comes, each tool call
+//! once and whole — its arguments checked to be JSON — and `Done` with the usage. Everything a
+//! provider can get wrong is a [`ChatError`] (a frame that is not JSON, arguments that are
+//! not, a fragment for a call that never started, a stream cut before its end), never a panic.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Longest SSE line accepted: a provider sending more without a newline is broken.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// One SSE event: its `event:` name (if any) and its `data:` lines joined by newlines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Splits a byte stream into SSE events (the WHATWG framing: lines end in LF, CRLF or CR,
+/// a blank line dispatches, `:` starts a comment, `field: value` with one optional space).
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    line: Vec<u8>,
+    /// The previous chunk ended in CR: a LF starting this one belongs to it.
+    after_cr: bool,
+    event: Option<String>,
+    data: Option<String>,
+}
+
+impl SseDecoder {
+    /// Feeds bytes as they arrive; returns the events they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, ChatError> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if std::mem::take(&mut self.after_cr) && b == b'\n' {
+                continue;
+            }
+            match b {
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    let line = std::mem::take(&mut self.line);
+                    let line = String::from_utf8(line)
+                        .map_err(|_| ChatError::Malformed("an SSE line is not UTF-8".into()))?;
+                    if let Some(event) = self.line_done(&line) {
+                        out.push(event);
+                    }
+                }
+                _ if self.line.len() >= MAX_LINE => {
+                    return Err(ChatError::Malformed(format!(
+                        "an SSE line longer than {MAX_LINE} bytes"
+                    )));
+                }
+                _ => self.line.push(b),
+            }
+        }
+        Ok(out)
+    }
+
+    fn line_done(&mut self, line: &str) -> Option<SseEvent> {
+        if line.is_empty() {
+            let data = self.data.take()?;
+            return Some(SseEvent { event: self.event.take(), data });
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "data" => match &mut self.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => self.data = Some(value.to_owned()),
+            },
+            "event" => self.event = Some(value.to_owned()),
+            _ => {} // id, retry and unknown fields mean nothing to a completion
+        }
+        None
+    }
+}
+
+/// What a streamed completion says, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatEvent {
+    /// A piece of the answer's text.
+    TextDelta(String),
+    /// A whole tool call: its arguments are valid JSON.
+    ToolCall { id: String, name: String, arguments: serde_json::Value },
+    /// The stream ended; `finish_reason` of the choice (`stop`, `tool_calls`, `length`…).
+    Done { finish_reason: Option<String>, usage: Option<Usage> },
+}
+
+/// Token counts, when the provider reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+/// How a provider's stream was wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChatError {
+    #[error("malformed stream: {0}")]
+    Malformed(String),
+    #[error("tool call {id} ({name}): its arguments are not JSON: {error}")]
+    BadToolArguments { id: String, name: String, error: String },
+    #[error("the provider reported an error: {0}")]
+    Provider(String),
+    #[error("the stream ended before [DONE]")]
+    Truncated,
+}
+
+/// Assembles a completion's chunks into [`ChatEvent`]s.
+#[derive(Debug, Default)]
+pub struct ChatStream {
+    /// Tool calls being assembled, by their `index`.
+    calls: BTreeMap<u64, PartialCall>,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+#[derive(Debug, Default)]
+struct PartialCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    usage: Option<Usage>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Delta,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Delta {
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ToolCallDelta>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta {
+    index: u64,
+    id: Option<String>,
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+impl ChatStream {
+    /// The events one SSE event completes (nothing after `Done`).
+    pub fn push(&mut self, event: &SseEvent) -> Result<Vec<ChatEvent>, ChatError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            return self.finish();
+        }
+        let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
+            ChatError::Malformed(format!("a chunk is not JSON ({e}): {}", clip(data)))
+        })?;
+        if let Some(error) = chunk.error {
+            let message =
+                error["message"].as_str().map_or_else(|| error.to_string(), str::to_owned);
+            return Err(ChatError::Provider(message));
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        let mut out = Vec::new();
+        for choice in chunk.choices {
+            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                out.push(ChatEvent::TextDelta(text));
+            }
+            for d in choice.delta.tool_calls {
+                let starts = d.id.is_some();
+                let call = match self.calls.get_mut(&d.index) {
+                    Some(call) => call,
+                    None if starts => self.calls.entry(d.index).or_default(),
+                    None => {
+                        return Err(ChatError::Malformed(format!(
+                            "a fragment of tool call {} that never started",
+                            d.index
+                        )));
+                    }
+                };
+                if let Some(id) = d.id {
+                    call.id = id;
+                }
+                if let Some(f) = d.function {
+                    if let Some(name) = f.name {
+                        call.name.push_str(&name);
+                    }
+                    if let Some(args) = f.arguments {
+                        call.arguments.push_str(&args);
+                    }
+                }
+            }
+            if choice.finish_reason.is_some() {
+                self.finish_reason = choice.finish_reason;
+                // The calls are whole once their choice finished.
+                out.extend(self.take_calls()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stream's bytes ended: an error unless `[DONE]` came.
+    pub fn end(&self) -> Result<(), ChatError> {
+        if self.done { Ok(()) } else { Err(ChatError::Truncated) }
+    }
+
+    fn finish(&mut self) -> Result<Vec<ChatEvent>, ChatError> {
+        let mut out = self.take_calls()?;
+        self.done = true;
+        out.push(ChatEvent::Done { finish_reason: self.finish_reason.take(), usage: self.usage });
+        Ok(out)
+    }
+
+    fn take_calls(&mut self) -> Result<Vec<ChatEvent>, ChatError> {
+        std::mem::take(&mut self.calls)
+            .into_values()
+            .map(|c| {
+                // No arguments at all means an empty object, as providers send for no-arg tools.
+                let text = if c.arguments.trim().is_empty() { "{}" } else { c.arguments.as_str() };
+                match serde_json::from_str(text) {
+                    Ok(arguments) => Ok(ChatEvent::ToolCall { id: c.id, name: c.name, arguments }),
+                    Err(e) => Err(ChatError::BadToolArguments {
+                        id: c.id,
+                        name: c.name,
+                        error: e.to_string(),
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+fn clip(s: &str) -> String {
+    let end = s.char_indices().nth(120).map_or(s.len(), |(i, _)| i);
+    if end < s.len() { format!("{}…", &s[..end]) } else { s.to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `wire` in chunks of `step` bytes; every event, or the first error.
+    fn run(wire: &str, step: usize) -> Result<Vec<ChatEvent>, ChatError> {
+        let (mut sse, mut chat, mut out) =
+            (SseDecoder::default(), ChatStream::default(), Vec::new());
+        for piece in wire.as_bytes().chunks(step) {
+            for event in sse.push(piece)? {
+                out.extend(chat.push(&event)?);
+            }
+        }
+        chat.end()?;
+        Ok(out)
+    }
+
+    const ANSWER: &str = concat!(
+        ": keep-alive\n\n",
+        "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\r\n\r\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\", caller\"},\"finish_reason\":null}]}\r\r",
+        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn text_deltas_arrive_in_order_whatever_the_chunking_and_line_endings() {
+        let expected = vec![
+            ChatEvent::TextDelta("Hello".into()),
+            ChatEvent::TextDelta(", caller".into()),
+            ChatEvent::Done {
+                finish_reason: Some("stop".into()),
+                usage: Some(Usage { prompt_tokens: 12, completion_tokens: 3 }),
+            },
+        ];
+        for step in [1, 2, 7, 64, ANSWER.len()] {
+            assert_eq!(run(ANSWER, step).unwrap(), expected, "chunks of {step}");
+        }
+    }
+
+    #[test]
+    fn tool_call_fragments_make_each_call_once_and_whole() {
+        let wire = concat!(
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"book\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"day\\\":\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_2\",\"function\":{\"name\":\"transfer\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"mon\\\"}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let events = run(wire, 5).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                ChatEvent::ToolCall {
+                    id: "call_1".into(),
+                    name: "book".into(),
+                    arguments: serde_json::json!({"day": "mon"})
+                },
+                ChatEvent::ToolCall {
+                    id: "call_2".into(),
+                    name: "transfer".into(),
+                    arguments: serde_json::json!({})
+                },
+                ChatEvent::Done { finish_reason: Some("tool_calls".into()), usage: None },
+            ]
+        );
+    }
+
+    #[test]
+    fn every_way_a_stream_can_be_wrong_is_a_typed_error() {
+        let bad_args = concat!(
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"book\",\"arguments\":\"{day: mon\"}}]}}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        assert!(
+            matches!(run(bad_args, 9), Err(ChatError::BadToolArguments { ref name, .. }) if name == "book")
+        );
+        let not_json = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]\n\n";
+        assert!(matches!(run(not_json, 4), Err(ChatError::Malformed(m)) if m.contains("not JSON")));
+        let orphan = "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":3,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n";
+        assert!(
+            matches!(run(orphan, 100), Err(ChatError::Malformed(m)) if m.contains("never started"))
+        );
+        let cut = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+        assert_eq!(run(cut, 3), Err(ChatError::Truncated));
+        let error = "data: {\"error\":{\"message\":\"rate limited\",\"type\":\"requests\"}}\n\n";
+        assert_eq!(run(error, 8), Err(ChatError::Provider("rate limited".into())));
+        let endless = "x".repeat(MAX_LINE + 1);
+        assert!(
+            matches!(run(&endless, 4096), Err(ChatError::Malformed(m)) if m.contains("longer than"))
+        );
+        let not_utf8 = SseDecoder::default().push(b"data: \xff\xfe\n\n");
+        assert!(matches!(not_utf8, Err(ChatError::Malformed(m)) if m.contains("UTF-8")));
+    }
+
+    #[test]
+    fn sse_framing_joins_data_lines_keeps_event_names_and_ignores_comments_and_ids() {
+        let mut sse = SseDecoder::default();
+        let events =
+            sse.push(b"id: 7\nevent: delta\ndata: one\ndata:two\nretry: 10\n\n: c\n\n").unwrap();
+        assert_eq!(events, vec![SseEvent { event: Some("delta".into()), data: "one\ntwo".into() }]);
+        // Nothing is dispatched before its blank line.
+        assert!(sse.push(b"data: half").unwrap().is_empty());
+        assert_eq!(sse.push(b"\n\n").unwrap()[0].data, "half");
+    }
+}
