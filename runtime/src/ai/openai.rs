@@ -121,6 +121,12 @@ pub enum ChatError {
     Provider(String),
     #[error("the stream ended before [DONE]")]
     Truncated,
+    #[error("the provider answered {status}: {body}")]
+    Http { status: u16, body: String },
+    #[error("the provider did not answer in time ({0})")]
+    Timeout(&'static str),
+    #[error("the provider could not be reached: {0}")]
+    Unreachable(String),
 }
 
 /// Assembles a completion's chunks into [`ChatEvent`]s.
@@ -377,5 +383,227 @@ mod tests {
         // Nothing is dispatched before its blank line.
         assert!(sse.push(b"data: half").unwrap().is_empty());
         assert_eq!(sse.push(b"\n\n").unwrap()[0].data, "half");
+    }
+}
+
+/// A message of the conversation, as the chat completions API takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    System(String),
+    User(String),
+    /// What the model said before: text, and the tool calls it made.
+    Assistant {
+        content: String,
+        tool_calls: Vec<(String, String, serde_json::Value)>,
+    },
+    /// A tool call's result, for the call with that id.
+    Tool {
+        id: String,
+        content: String,
+    },
+}
+
+impl Message {
+    fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Message::System(c) => json!({"role": "system", "content": c}),
+            Message::User(c) => json!({"role": "user", "content": c}),
+            Message::Assistant { content, tool_calls } if tool_calls.is_empty() => {
+                json!({"role": "assistant", "content": content})
+            }
+            Message::Assistant { content, tool_calls } => json!({
+                "role": "assistant",
+                "content": content,
+                "tool_calls": tool_calls.iter().map(|(id, name, args)| json!({
+                    "id": id, "type": "function",
+                    "function": {"name": name, "arguments": args.to_string()},
+                })).collect::<Vec<_>>(),
+            }),
+            Message::Tool { id, content } => {
+                json!({"role": "tool", "tool_call_id": id, "content": content})
+            }
+        }
+    }
+}
+
+/// A tool the model may call: its JSON Schema parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+/// One completion request.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    pub tools: Vec<Tool>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+}
+
+/// A credential: never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// How long each stage of a completion may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatTimeouts {
+    /// Until the response's status line and headers.
+    pub answer: std::time::Duration,
+    /// Between two pieces of the stream (the first one included).
+    pub idle: std::time::Duration,
+}
+
+impl Default for ChatTimeouts {
+    fn default() -> Self {
+        ChatTimeouts {
+            answer: std::time::Duration::from_secs(10),
+            idle: std::time::Duration::from_secs(20),
+        }
+    }
+}
+
+/// An OpenAI-compatible chat completions endpoint (`{base}/chat/completions`): OpenAI,
+/// vLLM, Ollama, llama.cpp's server.
+#[derive(Debug, Clone)]
+pub struct ChatProvider {
+    http: reqwest::Client,
+    /// Up to and including the version: `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub model: String,
+    pub key: Option<Secret>,
+    pub timeouts: ChatTimeouts,
+}
+
+/// A completion in progress: its events as they stream. Dropping it cancels the request (the
+/// connection is closed).
+#[derive(Debug)]
+pub struct Completion {
+    events: tokio::sync::mpsc::Receiver<Result<ChatEvent, ChatError>>,
+}
+
+impl Completion {
+    /// The next event; `None` after `Done` or an error.
+    pub async fn next(&mut self) -> Option<Result<ChatEvent, ChatError>> {
+        self.events.recv().await
+    }
+}
+
+impl ChatProvider {
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>, key: Option<Secret>) -> Self {
+        ChatProvider {
+            http: reqwest::Client::new(),
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            model: model.into(),
+            key,
+            timeouts: ChatTimeouts::default(),
+        }
+    }
+
+    /// The request body for `req`, streamed, usage included.
+    pub fn body(&self, req: &ChatRequest) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "model": self.model,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": req.messages.iter().map(Message::to_json).collect::<Vec<_>>(),
+        });
+        if !req.tools.is_empty() {
+            body["tools"] = req
+                .tools
+                .iter()
+                .map(|t| {
+                    serde_json::json!({"type": "function", "function": {
+                        "name": t.name, "description": t.description, "parameters": t.parameters,
+                    }})
+                })
+                .collect();
+        }
+        if let Some(t) = req.temperature {
+            body["temperature"] = t.into();
+        }
+        if let Some(n) = req.max_tokens {
+            body["max_tokens"] = n.into();
+        }
+        body
+    }
+
+    /// Starts `req`; the events stream from the returned [`Completion`] as they arrive.
+    pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, ChatError> {
+        let mut request = self
+            .http
+            .post(format!("{}/chat/completions", self.base_url))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(self.body(req).to_string());
+        if let Some(Secret(key)) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        let mut response = match tokio::time::timeout(self.timeouts.answer, request.send()).await {
+            Err(_) => return Err(ChatError::Timeout("waiting for the response")),
+            Ok(Err(e)) => return Err(ChatError::Unreachable(e.without_url().to_string())),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let body = tokio::time::timeout(self.timeouts.idle, response.text())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            return Err(ChatError::Http { status: status.as_u16(), body: clip(&body) });
+        }
+        let (tx, events) = tokio::sync::mpsc::channel(64);
+        let idle = self.timeouts.idle;
+        tokio::spawn(async move {
+            let (mut sse, mut chat) = (SseDecoder::default(), ChatStream::default());
+            loop {
+                let piece = match tokio::time::timeout(idle, response.chunk()).await {
+                    Err(_) => Err(ChatError::Timeout("between two pieces of the stream")),
+                    Ok(Err(e)) => Err(ChatError::Unreachable(e.without_url().to_string())),
+                    Ok(Ok(None)) => match chat.end() {
+                        Ok(()) => return,
+                        Err(e) => Err(e),
+                    },
+                    Ok(Ok(Some(bytes))) => sse.push(&bytes).and_then(|events| {
+                        let mut out = Vec::new();
+                        for e in &events {
+                            out.extend(chat.push(e)?);
+                        }
+                        Ok(out)
+                    }),
+                };
+                match piece {
+                    Ok(out) => {
+                        for event in out {
+                            let done = matches!(event, ChatEvent::Done { .. });
+                            // The completion was dropped: stop reading (closes the connection).
+                            if tx.send(Ok(event)).await.is_err() || done {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Completion { events })
     }
 }
