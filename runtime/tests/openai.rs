@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 use voxide_runtime::ai::openai::{
-    ChatError, ChatEvent, ChatProvider, ChatRequest, ChatTimeouts, Message, Secret, Tool,
+    ChatEvent, ChatRequest, ChatTimeouts, Message, Provider, ProviderError, SPEECH_RATE, Secret,
+    Tool,
 };
 
 /// Reads one request; returns its head and body.
@@ -63,8 +64,8 @@ where
     format!("http://{addr}/v1")
 }
 
-fn provider(base: String) -> ChatProvider {
-    let mut p = ChatProvider::new(base, "small-model", Some(Secret::new("sk-test-123")));
+fn provider(base: String) -> Provider {
+    let mut p = Provider::new(base, Some(Secret::new("sk-test-123")));
     p.timeouts =
         ChatTimeouts { answer: Duration::from_millis(800), idle: Duration::from_millis(800) };
     p
@@ -100,7 +101,7 @@ async fn deltas_arrive_while_the_answer_is_still_streaming_then_a_tool_call_then
         s.write_all(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n").await.unwrap();
     })
     .await;
-    let mut completion = provider(base).complete(&request()).await.unwrap();
+    let mut completion = provider(base).complete("small-model", &request()).await.unwrap();
     assert_eq!(completion.next().await.unwrap().unwrap(), ChatEvent::TextDelta("Hello".into()));
     release.notify_one();
     let mut rest = Vec::new();
@@ -137,9 +138,9 @@ async fn errors_timeouts_and_cut_streams_are_typed() {
         s.write_all(body.as_bytes()).await.unwrap();
     })
     .await;
-    let err = provider(base).complete(&request()).await.unwrap_err();
+    let err = provider(base).complete("small-model", &request()).await.unwrap_err();
     assert!(
-        matches!(&err, ChatError::Http { status: 500, body } if body.contains("overloaded")),
+        matches!(&err, ProviderError::Http { status: 500, body } if body.contains("overloaded")),
         "{err}"
     );
 
@@ -149,13 +150,13 @@ async fn errors_timeouts_and_cut_streams_are_typed() {
         drop(s);
     })
     .await;
-    let err = provider(base).complete(&request()).await.unwrap_err();
-    assert_eq!(err, ChatError::Timeout("waiting for the response"));
+    let err = provider(base).complete("small-model", &request()).await.unwrap_err();
+    assert_eq!(err, ProviderError::Timeout("waiting for the response"));
 
     // Answers, says a word, then goes quiet; another cuts the stream before [DONE].
     for (cut, expected) in [
-        (false, ChatError::Timeout("between two pieces of the stream")),
-        (true, ChatError::Truncated),
+        (false, ProviderError::Timeout("between two pieces of the stream")),
+        (true, ProviderError::Truncated),
     ] {
         let base = server(move |mut s, _, _| async move {
             s.write_all(SSE_HEAD).await.unwrap();
@@ -165,7 +166,7 @@ async fn errors_timeouts_and_cut_streams_are_typed() {
             }
         })
         .await;
-        let mut completion = provider(base).complete(&request()).await.unwrap();
+        let mut completion = provider(base).complete("small-model", &request()).await.unwrap();
         assert_eq!(completion.next().await.unwrap().unwrap(), ChatEvent::TextDelta("Hel".into()));
         assert_eq!(completion.next().await.unwrap().unwrap_err(), expected);
         assert!(completion.next().await.is_none());
@@ -177,13 +178,16 @@ async fn errors_timeouts_and_cut_streams_are_typed() {
         s.write_all(b"data: {\"choices\": [\n\n").await.unwrap();
     })
     .await;
-    let mut completion = provider(base).complete(&request()).await.unwrap();
-    assert!(matches!(completion.next().await.unwrap(), Err(ChatError::Malformed(_))));
+    let mut completion = provider(base).complete("small-model", &request()).await.unwrap();
+    assert!(matches!(completion.next().await.unwrap(), Err(ProviderError::Malformed(_))));
 
     // Nobody listening.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let err = provider(format!("http://{closed}/v1")).complete(&request()).await.unwrap_err();
-    assert!(matches!(err, ChatError::Unreachable(_)), "{err}");
+    let err = provider(format!("http://{closed}/v1"))
+        .complete("small-model", &request())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Unreachable(_)), "{err}");
     // The key never shows in what is printed.
     assert_eq!(format!("{:?}", Secret::new("sk-live-secret")), "Secret(…)");
 }
@@ -206,9 +210,110 @@ async fn dropping_a_completion_closes_the_connection() {
         let _ = done_tx.send(());
     })
     .await;
-    let mut completion = provider(base).complete(&request()).await.unwrap();
+    let mut completion = provider(base).complete("small-model", &request()).await.unwrap();
     assert!(completion.next().await.unwrap().is_ok());
     drop(completion);
     tokio::time::timeout(Duration::from_secs(4), done).await.unwrap().unwrap();
     assert!(closed.load(Ordering::SeqCst), "the server kept writing to a dropped completion");
+}
+
+/// A server answering one request with `status` and a whole `body` of `content_type`.
+async fn answering(
+    status: &'static str,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> (String, oneshot::Receiver<(String, String)>) {
+    let (seen_tx, seen) = oneshot::channel();
+    let base = server(move |mut s, head, req| async move {
+        let _ = seen_tx.send((head, req));
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body).await.unwrap();
+    })
+    .await;
+    (base, seen)
+}
+
+#[tokio::test]
+async fn embeddings_come_back_in_input_order_and_a_short_answer_is_an_error() {
+    // Out of order on the wire: `index` says which text each vector is for.
+    let answer = serde_json::json!({"data": [
+        {"index": 1, "embedding": [0.5, -1.0]}, {"index": 0, "embedding": [1.0, 0.25]}]});
+    let (base, seen) =
+        answering("200 OK", "application/json", answer.to_string().into_bytes()).await;
+    let texts = vec!["opening hours".to_owned(), "prices".to_owned()];
+    let vectors = provider(base).embed("embed-small", &texts).await.unwrap();
+    assert_eq!(vectors, vec![vec![1.0, 0.25], vec![0.5, -1.0]]);
+    let (head, body) = seen.await.unwrap();
+    assert!(head.starts_with("POST /v1/embeddings "), "{head}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["input"][1], "prices");
+    let short = serde_json::json!({"data": [{"index": 0, "embedding": [1.0]}]});
+    let (base, _) = answering("200 OK", "application/json", short.to_string().into_bytes()).await;
+    let err = provider(base).embed("embed-small", &texts).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Malformed(m) if m.contains("2 texts sent, 1 embeddings")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_transcription_uploads_the_wav_as_multipart_and_returns_its_text() {
+    let (base, seen) =
+        answering("200 OK", "application/json", br#"{"text":"book me for monday"}"#.to_vec()).await;
+    let wav = b"RIFF....WAVEfmt fake".to_vec();
+    let text = provider(base).transcribe("whisper-1", wav, Some("en")).await.unwrap();
+    assert_eq!(text, "book me for monday");
+    let (head, body) = seen.await.unwrap();
+    assert!(head.starts_with("POST /v1/audio/transcriptions "), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-type: multipart/form-data; boundary="),
+        "{head}"
+    );
+    for part in [
+        "name=\"file\"; filename=\"audio.wav\"",
+        "RIFF....WAVEfmt fake",
+        "whisper-1",
+        "name=\"language\"",
+    ] {
+        assert!(body.contains(part), "{part} missing from the upload:\n{body}");
+    }
+    let (base, _) = answering("200 OK", "application/json", br#"{"txt":"?"}"#.to_vec()).await;
+    let err = provider(base).transcribe("whisper-1", vec![1, 2], None).await.unwrap_err();
+    assert!(matches!(&err, ProviderError::Malformed(m) if m.contains("no text")), "{err}");
+}
+
+#[tokio::test]
+async fn speech_streams_pcm_samples_even_when_a_sample_straddles_two_pieces() {
+    let samples: Vec<i16> = (0..2400).map(|i| ((i * 37) % 20_000 - 10_000) as i16).collect();
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let (seen_tx, seen) = oneshot::channel();
+    let base = server(move |mut s, head, body| async move {
+        let _ = seen_tx.send((head, body));
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: audio/pcm\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        // Odd-sized pieces, flushed apart.
+        for piece in bytes.chunks(333) {
+            s.write_all(piece).await.unwrap();
+            s.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let mut speech = provider(base).speak("tts-1", "alloy", "Hello there").await.unwrap();
+    let mut heard = Vec::new();
+    while let Some(chunk) = speech.next().await {
+        heard.extend(chunk.unwrap());
+    }
+    assert_eq!(heard, samples, "{SPEECH_RATE} Hz PCM, sample for sample");
+    let (_, body) = seen.await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (body["voice"].as_str(), body["response_format"].as_str()),
+        (Some("alloy"), Some("pcm"))
+    );
 }

@@ -9,7 +9,7 @@
 //!
 //! [`ChatStream`] turns that into [`ChatEvent`]s: each text delta as it comes, each tool call
 //! once and whole — its arguments checked to be JSON — and `Done` with the usage. Everything a
-//! provider can get wrong is a [`ChatError`] (a frame that is not JSON, arguments that are
+//! provider can get wrong is a [`ProviderError`] (a frame that is not JSON, arguments that are
 //! not, a fragment for a call that never started, a stream cut before its end), never a panic.
 
 use serde::Deserialize;
@@ -38,7 +38,7 @@ pub struct SseDecoder {
 
 impl SseDecoder {
     /// Feeds bytes as they arrive; returns the events they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, ChatError> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, ProviderError> {
         let mut out = Vec::new();
         for &b in bytes {
             if std::mem::take(&mut self.after_cr) && b == b'\n' {
@@ -49,13 +49,13 @@ impl SseDecoder {
                     self.after_cr = b == b'\r';
                     let line = std::mem::take(&mut self.line);
                     let line = String::from_utf8(line)
-                        .map_err(|_| ChatError::Malformed("an SSE line is not UTF-8".into()))?;
+                        .map_err(|_| ProviderError::Malformed("an SSE line is not UTF-8".into()))?;
                     if let Some(event) = self.line_done(&line) {
                         out.push(event);
                     }
                 }
                 _ if self.line.len() >= MAX_LINE => {
-                    return Err(ChatError::Malformed(format!(
+                    return Err(ProviderError::Malformed(format!(
                         "an SSE line longer than {MAX_LINE} bytes"
                     )));
                 }
@@ -112,7 +112,7 @@ pub struct Usage {
 
 /// How a provider's stream was wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ChatError {
+pub enum ProviderError {
     #[error("malformed stream: {0}")]
     Malformed(String),
     #[error("tool call {id} ({name}): its arguments are not JSON: {error}")]
@@ -183,7 +183,7 @@ struct FunctionDelta {
 
 impl ChatStream {
     /// The events one SSE event completes (nothing after `Done`).
-    pub fn push(&mut self, event: &SseEvent) -> Result<Vec<ChatEvent>, ChatError> {
+    pub fn push(&mut self, event: &SseEvent) -> Result<Vec<ChatEvent>, ProviderError> {
         if self.done {
             return Ok(Vec::new());
         }
@@ -192,12 +192,12 @@ impl ChatStream {
             return self.finish();
         }
         let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
-            ChatError::Malformed(format!("a chunk is not JSON ({e}): {}", clip(data)))
+            ProviderError::Malformed(format!("a chunk is not JSON ({e}): {}", clip(data)))
         })?;
         if let Some(error) = chunk.error {
             let message =
                 error["message"].as_str().map_or_else(|| error.to_string(), str::to_owned);
-            return Err(ChatError::Provider(message));
+            return Err(ProviderError::Provider(message));
         }
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
@@ -213,7 +213,7 @@ impl ChatStream {
                     Some(call) => call,
                     None if starts => self.calls.entry(d.index).or_default(),
                     None => {
-                        return Err(ChatError::Malformed(format!(
+                        return Err(ProviderError::Malformed(format!(
                             "a fragment of tool call {} that never started",
                             d.index
                         )));
@@ -241,18 +241,18 @@ impl ChatStream {
     }
 
     /// The stream's bytes ended: an error unless `[DONE]` came.
-    pub fn end(&self) -> Result<(), ChatError> {
-        if self.done { Ok(()) } else { Err(ChatError::Truncated) }
+    pub fn end(&self) -> Result<(), ProviderError> {
+        if self.done { Ok(()) } else { Err(ProviderError::Truncated) }
     }
 
-    fn finish(&mut self) -> Result<Vec<ChatEvent>, ChatError> {
+    fn finish(&mut self) -> Result<Vec<ChatEvent>, ProviderError> {
         let mut out = self.take_calls()?;
         self.done = true;
         out.push(ChatEvent::Done { finish_reason: self.finish_reason.take(), usage: self.usage });
         Ok(out)
     }
 
-    fn take_calls(&mut self) -> Result<Vec<ChatEvent>, ChatError> {
+    fn take_calls(&mut self) -> Result<Vec<ChatEvent>, ProviderError> {
         std::mem::take(&mut self.calls)
             .into_values()
             .map(|c| {
@@ -260,7 +260,7 @@ impl ChatStream {
                 let text = if c.arguments.trim().is_empty() { "{}" } else { c.arguments.as_str() };
                 match serde_json::from_str(text) {
                     Ok(arguments) => Ok(ChatEvent::ToolCall { id: c.id, name: c.name, arguments }),
-                    Err(e) => Err(ChatError::BadToolArguments {
+                    Err(e) => Err(ProviderError::BadToolArguments {
                         id: c.id,
                         name: c.name,
                         error: e.to_string(),
@@ -281,7 +281,7 @@ mod tests {
     use super::*;
 
     /// Feeds `wire` in chunks of `step` bytes; every event, or the first error.
-    fn run(wire: &str, step: usize) -> Result<Vec<ChatEvent>, ChatError> {
+    fn run(wire: &str, step: usize) -> Result<Vec<ChatEvent>, ProviderError> {
         let (mut sse, mut chat, mut out) =
             (SseDecoder::default(), ChatStream::default(), Vec::new());
         for piece in wire.as_bytes().chunks(step) {
@@ -354,24 +354,26 @@ mod tests {
             "data: [DONE]\n\n",
         );
         assert!(
-            matches!(run(bad_args, 9), Err(ChatError::BadToolArguments { ref name, .. }) if name == "book")
+            matches!(run(bad_args, 9), Err(ProviderError::BadToolArguments { ref name, .. }) if name == "book")
         );
         let not_json = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]\n\n";
-        assert!(matches!(run(not_json, 4), Err(ChatError::Malformed(m)) if m.contains("not JSON")));
+        assert!(
+            matches!(run(not_json, 4), Err(ProviderError::Malformed(m)) if m.contains("not JSON"))
+        );
         let orphan = "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":3,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n";
         assert!(
-            matches!(run(orphan, 100), Err(ChatError::Malformed(m)) if m.contains("never started"))
+            matches!(run(orphan, 100), Err(ProviderError::Malformed(m)) if m.contains("never started"))
         );
         let cut = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n";
-        assert_eq!(run(cut, 3), Err(ChatError::Truncated));
+        assert_eq!(run(cut, 3), Err(ProviderError::Truncated));
         let error = "data: {\"error\":{\"message\":\"rate limited\",\"type\":\"requests\"}}\n\n";
-        assert_eq!(run(error, 8), Err(ChatError::Provider("rate limited".into())));
+        assert_eq!(run(error, 8), Err(ProviderError::Provider("rate limited".into())));
         let endless = "x".repeat(MAX_LINE + 1);
         assert!(
-            matches!(run(&endless, 4096), Err(ChatError::Malformed(m)) if m.contains("longer than"))
+            matches!(run(&endless, 4096), Err(ProviderError::Malformed(m)) if m.contains("longer than"))
         );
         let not_utf8 = SseDecoder::default().push(b"data: \xff\xfe\n\n");
-        assert!(matches!(not_utf8, Err(ChatError::Malformed(m)) if m.contains("UTF-8")));
+        assert!(matches!(not_utf8, Err(ProviderError::Malformed(m)) if m.contains("UTF-8")));
     }
 
     #[test]
@@ -478,14 +480,13 @@ impl Default for ChatTimeouts {
     }
 }
 
-/// An OpenAI-compatible chat completions endpoint (`{base}/chat/completions`): OpenAI,
-/// vLLM, Ollama, llama.cpp's server.
+/// An OpenAI-compatible server (`{base}/chat/completions`, `/embeddings`,
+/// `/audio/transcriptions`, `/audio/speech`): OpenAI, vLLM, Ollama, llama.cpp's server.
 #[derive(Debug, Clone)]
-pub struct ChatProvider {
+pub struct Provider {
     http: reqwest::Client,
     /// Up to and including the version: `https://api.openai.com/v1`.
     pub base_url: String,
-    pub model: String,
     pub key: Option<Secret>,
     pub timeouts: ChatTimeouts,
 }
@@ -494,31 +495,201 @@ pub struct ChatProvider {
 /// connection is closed).
 #[derive(Debug)]
 pub struct Completion {
-    events: tokio::sync::mpsc::Receiver<Result<ChatEvent, ChatError>>,
+    events: tokio::sync::mpsc::Receiver<Result<ChatEvent, ProviderError>>,
 }
 
 impl Completion {
     /// The next event; `None` after `Done` or an error.
-    pub async fn next(&mut self) -> Option<Result<ChatEvent, ChatError>> {
+    pub async fn next(&mut self) -> Option<Result<ChatEvent, ProviderError>> {
         self.events.recv().await
     }
 }
 
-impl ChatProvider {
-    pub fn new(base_url: impl Into<String>, model: impl Into<String>, key: Option<Secret>) -> Self {
-        ChatProvider {
+/// Speech being synthesised: 16-bit mono PCM at [`SPEECH_RATE`] as it streams. Dropping it
+/// cancels the request.
+#[derive(Debug)]
+pub struct Speech {
+    chunks: tokio::sync::mpsc::Receiver<Result<Vec<i16>, ProviderError>>,
+}
+
+/// The sample rate of `audio/speech`'s `pcm` format.
+pub const SPEECH_RATE: u32 = 24_000;
+
+impl Speech {
+    /// The next samples; `None` once the audio is complete.
+    pub async fn next(&mut self) -> Option<Result<Vec<i16>, ProviderError>> {
+        self.chunks.recv().await
+    }
+}
+
+impl Provider {
+    pub fn new(base_url: impl Into<String>, key: Option<Secret>) -> Self {
+        Provider {
             http: reqwest::Client::new(),
             base_url: base_url.into().trim_end_matches('/').to_owned(),
-            model: model.into(),
             key,
             timeouts: ChatTimeouts::default(),
         }
     }
 
-    /// The request body for `req`, streamed, usage included.
-    pub fn body(&self, req: &ChatRequest) -> serde_json::Value {
+    /// Sends `request` (to `path` under the base URL): the response once it answered 2xx.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let request = match &self.key {
+            Some(Secret(key)) => request.bearer_auth(key),
+            None => request,
+        };
+        let response = match tokio::time::timeout(self.timeouts.answer, request.send()).await {
+            Err(_) => return Err(ProviderError::Timeout("waiting for the response")),
+            Ok(Err(e)) => return Err(ProviderError::Unreachable(e.without_url().to_string())),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = tokio::time::timeout(self.timeouts.idle, response.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        Err(ProviderError::Http { status: status.as_u16(), body: clip(&body) })
+    }
+
+    fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base_url))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+    }
+
+    /// A whole JSON answer, read within the idle timeout.
+    async fn json_answer(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<serde_json::Value, ProviderError> {
+        let text = tokio::time::timeout(self.timeouts.idle, response.text())
+            .await
+            .map_err(|_| ProviderError::Timeout("reading the response"))?
+            .map_err(|e| ProviderError::Unreachable(e.without_url().to_string()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            ProviderError::Malformed(format!("the answer is not JSON ({e}): {}", clip(&text)))
+        })
+    }
+
+    /// One vector per text (`/embeddings`), in the order given.
+    pub async fn embed(
+        &self,
+        model: &str,
+        input: &[String],
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let body = serde_json::json!({"model": model, "input": input});
+        let answer =
+            self.json_answer(self.send(self.post_json("/embeddings", &body)).await?).await?;
+        let data = answer["data"].as_array().ok_or_else(|| {
+            ProviderError::Malformed(format!(
+                "no data in the embeddings answer: {}",
+                clip(&answer.to_string())
+            ))
+        })?;
+        let mut out = vec![Vec::new(); input.len()];
+        for (n, item) in data.iter().enumerate() {
+            let index = item["index"].as_u64().map_or(n, |i| i as usize);
+            let vector: Option<Vec<f32>> = item["embedding"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x.as_f64().map(|x| x as f32)).collect());
+            match (out.get_mut(index), vector) {
+                (Some(slot), Some(v)) if !v.is_empty() => *slot = v,
+                _ => {
+                    return Err(ProviderError::Malformed(format!(
+                        "embedding {index} is missing or empty"
+                    )));
+                }
+            }
+        }
+        if out.iter().any(Vec::is_empty) {
+            return Err(ProviderError::Malformed(format!(
+                "{} texts sent, {} embeddings received",
+                input.len(),
+                data.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The text of a WAV recording (`/audio/transcriptions`).
+    pub async fn transcribe(
+        &self,
+        model: &str,
+        wav: Vec<u8>,
+        language: Option<&str>,
+    ) -> Result<String, ProviderError> {
+        let file = reqwest::multipart::Part::bytes(wav)
+            .file_name("audio.wav")
+            .mime_str("audio/wav")
+            .map_err(|e| ProviderError::Malformed(e.to_string()))?;
+        let mut form = reqwest::multipart::Form::new()
+            .part("file", file)
+            .text("model", model.to_owned())
+            .text("response_format", "json");
+        if let Some(language) = language {
+            form = form.text("language", language.to_owned());
+        }
+        let request =
+            self.http.post(format!("{}/audio/transcriptions", self.base_url)).multipart(form);
+        let answer = self.json_answer(self.send(request).await?).await?;
+        answer["text"].as_str().map(str::to_owned).ok_or_else(|| {
+            ProviderError::Malformed(format!(
+                "no text in the transcription: {}",
+                clip(&answer.to_string())
+            ))
+        })
+    }
+
+    /// `text` spoken (`/audio/speech`, `pcm`): the samples stream as the server renders them.
+    pub async fn speak(
+        &self,
+        model: &str,
+        voice: &str,
+        text: &str,
+    ) -> Result<Speech, ProviderError> {
+        let body = serde_json::json!({"model": model, "voice": voice, "input": text, "response_format": "pcm"});
+        let mut response = self.send(self.post_json("/audio/speech", &body)).await?;
+        let (tx, chunks) = tokio::sync::mpsc::channel(32);
+        let idle = self.timeouts.idle;
+        tokio::spawn(async move {
+            // A sample may straddle two pieces: its first byte waits for the next.
+            let mut odd: Option<u8> = None;
+            loop {
+                let samples = match tokio::time::timeout(idle, response.chunk()).await {
+                    Err(_) => Err(ProviderError::Timeout("between two pieces of the audio")),
+                    Ok(Err(e)) => Err(ProviderError::Unreachable(e.without_url().to_string())),
+                    Ok(Ok(None)) => return,
+                    Ok(Ok(Some(bytes))) => {
+                        let mut all = Vec::with_capacity(bytes.len() + 1);
+                        all.extend(odd.take());
+                        all.extend_from_slice(&bytes);
+                        if all.len() % 2 == 1 {
+                            odd = all.pop();
+                        }
+                        Ok(all.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())
+                    }
+                };
+                let failed = samples.is_err();
+                if tx.send(samples).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Speech { chunks })
+    }
+
+    /// The chat request body for `req`, streamed, usage included.
+    pub fn chat_body(model: &str, req: &ChatRequest) -> serde_json::Value {
         let mut body = serde_json::json!({
-            "model": self.model,
+            "model": model,
             "stream": true,
             "stream_options": {"include_usage": true},
             "messages": req.messages.iter().map(Message::to_json).collect::<Vec<_>>(),
@@ -543,38 +714,23 @@ impl ChatProvider {
         body
     }
 
-    /// Starts `req`; the events stream from the returned [`Completion`] as they arrive.
-    pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, ChatError> {
-        let mut request = self
-            .http
-            .post(format!("{}/chat/completions", self.base_url))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(self.body(req).to_string());
-        if let Some(Secret(key)) = &self.key {
-            request = request.bearer_auth(key);
-        }
-        let mut response = match tokio::time::timeout(self.timeouts.answer, request.send()).await {
-            Err(_) => return Err(ChatError::Timeout("waiting for the response")),
-            Ok(Err(e)) => return Err(ChatError::Unreachable(e.without_url().to_string())),
-            Ok(Ok(r)) => r,
-        };
-        let status = response.status();
-        if !status.is_success() {
-            let body = tokio::time::timeout(self.timeouts.idle, response.text())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            return Err(ChatError::Http { status: status.as_u16(), body: clip(&body) });
-        }
+    /// Starts `req` on `model`; the events stream from the returned [`Completion`] as they
+    /// arrive.
+    pub async fn complete(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> Result<Completion, ProviderError> {
+        let body = Self::chat_body(model, req);
+        let mut response = self.send(self.post_json("/chat/completions", &body)).await?;
         let (tx, events) = tokio::sync::mpsc::channel(64);
         let idle = self.timeouts.idle;
         tokio::spawn(async move {
             let (mut sse, mut chat) = (SseDecoder::default(), ChatStream::default());
             loop {
                 let piece = match tokio::time::timeout(idle, response.chunk()).await {
-                    Err(_) => Err(ChatError::Timeout("between two pieces of the stream")),
-                    Ok(Err(e)) => Err(ChatError::Unreachable(e.without_url().to_string())),
+                    Err(_) => Err(ProviderError::Timeout("between two pieces of the stream")),
+                    Ok(Err(e)) => Err(ProviderError::Unreachable(e.without_url().to_string())),
                     Ok(Ok(None)) => match chat.end() {
                         Ok(()) => return,
                         Err(e) => Err(e),
