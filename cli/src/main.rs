@@ -4,6 +4,7 @@
 mod campaigns;
 mod dialer;
 mod http;
+mod kb;
 mod live;
 mod new;
 mod remote;
@@ -189,6 +190,13 @@ enum Command {
     Leads {
         #[command(subcommand)]
         action: campaigns::LeadsAction,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// The knowledge base flows answer from: add, ls, search, rm.
+    Kb {
+        #[command(subcommand)]
+        action: kb::KbAction,
         #[command(flatten)]
         remote: remote::Remote,
     },
@@ -411,6 +419,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Leads { action, remote } => {
             block_on(campaigns::leads(&remote.client()?, action))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Kb { action, remote } => {
+            block_on(kb::kb(&remote.client()?, action))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dnc { action, remote } => {

@@ -2377,3 +2377,32 @@ fn a_flow_campaign_hands_each_answered_person_to_its_flow_with_the_leads_columns
     assert_eq!(flows.iter().filter(|f| **f == "reminder").count(), 4, "{cdrs}");
     assert_eq!(flows.iter().filter(|f| **f == "drop").count(), 1, "{cdrs}");
 }
+
+#[test]
+fn vox_kb_adds_searches_and_removes_the_documents_flows_answer_from() {
+    let server = serve_config(ALICE, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let faq = dir.path().join("Clinic FAQ.md");
+    std::fs::write(
+        &faq,
+        "# Opening hours\n\nMonday to Friday, 9:00 to 17:00.\n\n# Parking\n\nFree behind the building.\n",
+    )
+    .unwrap();
+    let out = vox_remote(&server, &["kb", "add", faq.to_str().unwrap()]);
+    assert!(out.contains("document clinic-faq:"), "{out}");
+    let hits = vox_json(&server, &["kb", "search", "where can I park", "-k", "1"]);
+    assert_eq!(hits.as_array().unwrap().len(), 1, "{hits}");
+    assert_eq!(
+        (hits[0]["document"].as_str(), hits[0]["heading"].as_str()),
+        (Some("clinic-faq"), Some("Parking"))
+    );
+    let out = vox_remote(&server, &["kb", "search", "opening hours"]);
+    assert!(
+        out.contains("clinic-faq › Opening hours") && out.contains("Monday to Friday"),
+        "{out}"
+    );
+    assert!(vox_remote(&server, &["kb", "ls"]).contains("clinic-faq"));
+    vox_remote(&server, &["kb", "rm", "clinic-faq"]);
+    let err = vox_remote_fails(&server, &["kb", "rm", "clinic-faq"]);
+    assert!(err.contains("not found"), "{err}");
+}

@@ -34,6 +34,7 @@ use voxide_store::{
 pub mod calls;
 pub mod campaigns;
 pub mod events;
+pub mod kb;
 
 pub use voxide_runtime::node::outbox::{
     EventBus, RetryPolicy, deliver_webhooks, record_activity, signature,
@@ -302,6 +303,9 @@ pub fn router(state: ApiState) -> axum::Router {
         .routes(routes!(campaigns::stream_stats))
         .routes(routes!(campaigns::list_dnc, campaigns::add_dnc))
         .routes(routes!(campaigns::remove_dnc))
+        .routes(routes!(kb::list_documents))
+        .routes(routes!(kb::put_document, kb::delete_document))
+        .routes(routes!(kb::search))
         .split_for_parts();
     let openapi = Arc::new(openapi);
     router

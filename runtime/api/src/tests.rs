@@ -509,6 +509,7 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
     let expected = [
         "DELETE /api/v1/dnc/{number}",
         "DELETE /api/v1/flows/{name}/versions/{version}",
+        "DELETE /api/v1/kb/documents/{name}",
         "DELETE /api/v1/recordings/{id}",
         "DELETE /api/v1/routes/{id}",
         "DELETE /api/v1/webhooks/{id}",
@@ -529,6 +530,8 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
         "GET /api/v1/flows/{name}/aliases",
         "GET /api/v1/flows/{name}/versions",
         "GET /api/v1/flows/{name}/versions/{version}",
+        "GET /api/v1/kb/documents",
+        "GET /api/v1/kb/search",
         "GET /api/v1/recordings",
         "GET /api/v1/recordings/{id}",
         "GET /api/v1/recordings/{id}/audio",
@@ -551,6 +554,7 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
         "POST /api/v1/routes",
         "POST /api/v1/webhooks",
         "PUT /api/v1/flows/{name}/aliases/{alias}",
+        "PUT /api/v1/kb/documents/{name}",
     ];
     assert_eq!(listed, expected);
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
@@ -1308,5 +1312,67 @@ async fn an_uploaded_strategy_is_versioned_never_routed_and_pinned_by_the_campai
                 .await;
         assert_eq!(status, StatusCode::CONFLICT, "{v}");
         assert!(v["error"]["message"].as_str().unwrap().contains("pinned by campaign(s) d"), "{v}");
+    }
+}
+
+#[tokio::test]
+async fn knowledge_base_documents_are_tenant_scoped_replaced_whole_and_searched_by_bm25() {
+    for env in envs().await {
+        let store = &env.state.store;
+        let other = store.create_tenant("other").await.unwrap();
+        let theirs = store.create_key(&other.id, "theirs", Role::Admin).await.unwrap().secret;
+        let reader = store.create_key(&other.id, "reader", Role::Read).await.unwrap().secret;
+        let k = env.admin.as_str();
+        let put = |name: &str, key: &str, body: &[u8]| {
+            let path = format!("/api/v1/kb/documents/{name}");
+            let (key, body) = (key.to_owned(), body.to_vec());
+            let env = &env;
+            async move { call(env, Method::PUT, &path, Some(&key), Some("text/markdown"), body).await }
+        };
+        let faq = b"# Opening hours\n\nOpen Monday to Friday, 9 to 5.\n\n# Prices\n\nA consultation costs 40 euros.\n";
+        let (status, v) = put("faq", k, faq).await;
+        assert_eq!((status, v["name"].as_str()), (StatusCode::CREATED, Some("faq")), "{v}");
+        let (status, _) = put("faq", k, faq).await;
+        assert_eq!(status, StatusCode::OK, "a second PUT replaces");
+        let (status, v) = put("Bad_Name", k, b"x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        let (status, v) = put("bin", k, b"\xff\xfe").await;
+        assert!(
+            status == StatusCode::BAD_REQUEST
+                && v["error"]["message"].as_str().unwrap().contains("UTF-8"),
+            "{v}"
+        );
+        let (status, _) = put("mine", &reader, b"text").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        let (status, hits) =
+            get(&env, "/api/v1/kb/search?q=how%20much%20is%20a%20consultation&k=2", k).await;
+        assert_eq!(status, StatusCode::OK, "{hits}");
+        assert_eq!(
+            (hits[0]["document"].as_str(), hits[0]["heading"].as_str()),
+            (Some("faq"), Some("Prices")),
+            "{hits}"
+        );
+        assert!(hits[0]["text"].as_str().unwrap().contains("40 euros"), "{hits}");
+        // Another tenant sees none of it.
+        let (_, theirs_hits) = get(&env, "/api/v1/kb/search?q=consultation", &theirs).await;
+        assert_eq!(theirs_hits, serde_json::json!([]));
+        let (_, docs) = get(&env, "/api/v1/kb/documents", &theirs).await;
+        assert_eq!(docs, serde_json::json!([]));
+        let (status, _) = get(&env, "/api/v1/kb/search?q=%20", k).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) =
+            call(&env, Method::DELETE, "/api/v1/kb/documents/faq", Some(&theirs), None, vec![])
+                .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "another tenant's document does not exist for them"
+        );
+        let (status, _) =
+            call(&env, Method::DELETE, "/api/v1/kb/documents/faq", Some(k), None, vec![]).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (_, docs) = get(&env, "/api/v1/kb/documents", k).await;
+        assert_eq!(docs, serde_json::json!([]));
     }
 }

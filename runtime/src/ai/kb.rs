@@ -4,8 +4,8 @@
 //! Chunks follow the text's own structure — paragraphs (blank lines) and Markdown headings,
 //! long paragraphs cut at sentence ends — up to [`ChunkOptions::max_chars`], each carrying
 //! the heading it sits under, so a hit quoted back to a caller makes sense alone. Terms are
-//! lowercased alphanumeric runs (any script), with English stop words dropped; scoring is
-//! Okapi BM25 (k1 = 1.2, b = 0.75).
+//! lowercased alphanumeric runs (any script), with English stop words dropped and English
+//! inflections stripped; scoring is Okapi BM25 (k1 = 1.2, b = 0.75).
 
 use std::collections::HashMap;
 
@@ -126,13 +126,51 @@ const STOP_WORDS: &[&str] = &[
     "which", "who", "with", "you", "your",
 ];
 
-/// The terms of `text`: lowercased alphanumeric runs, stop words dropped.
+/// The terms of `text`: lowercased alphanumeric runs, stop words dropped, English words
+/// stemmed lightly ([`stem`]).
 pub fn terms(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty())
         .map(str::to_lowercase)
         .filter(|t| !STOP_WORDS.contains(&t.as_str()))
+        .map(stem)
         .collect()
+}
+
+/// English inflections stripped, so "parking", "parks" and "park" meet: `-ies` → `-y`,
+/// `-ing`, `-ed`, `-es` after s/x/z/h, `-s` (not `-ss`), twice at most ("buildings" →
+/// "build"). Words with non-ASCII letters, or short ones, are left alone.
+pub fn stem(word: String) -> String {
+    if !word.bytes().all(|b| b.is_ascii_lowercase()) {
+        return word;
+    }
+    let mut w = word;
+    for _ in 0..2 {
+        let n = w.len();
+        let cut = if n > 4 && w.ends_with("ies") {
+            w.truncate(n - 3);
+            w.push('y');
+            true
+        } else if n > 5 && w.ends_with("ing") {
+            w.truncate(n - 3);
+            true
+        } else if n > 4
+            && (w.ends_with("ed")
+                || (w.ends_with("es") && w[..n - 2].ends_with(['s', 'x', 'z', 'h'])))
+        {
+            w.truncate(n - 2);
+            true
+        } else if n > 3 && w.ends_with('s') && !w.ends_with("ss") {
+            w.truncate(n - 1);
+            true
+        } else {
+            false
+        };
+        if !cut {
+            break;
+        }
+    }
+    w
 }
 
 /// Chunks indexed for BM25.
@@ -276,5 +314,22 @@ mod tests {
     fn terms_are_any_script_lowercased() {
         assert_eq!(terms("Ärzte & Öffnungszeiten: MONTAG"), ["ärzte", "öffnungszeiten", "montag"]);
         assert_eq!(terms("Call +1 (212) 555-0100"), ["call", "1", "212", "555", "0100"]);
+    }
+
+    #[test]
+    fn inflections_meet_at_one_stem() {
+        for (a, b) in [
+            ("parking", "park"),
+            ("parks", "park"),
+            ("buildings", "building"),
+            ("prices", "price"),
+            ("boxes", "box"),
+            ("studies", "study"),
+            ("opened", "open"),
+        ] {
+            assert_eq!(stem(a.into()), stem(b.into()), "{a} / {b}");
+        }
+        assert_eq!(stem("class".into()), "class");
+        assert_eq!(stem("bus".into()), "bus");
     }
 }

@@ -15,6 +15,7 @@
 
 mod activity;
 mod dialer;
+mod kb;
 
 pub use activity::{
     Activity, Cdr, CdrFilter, Delivery, DueDelivery, Event, NewEvent, RecordingMeta, Webhook,
@@ -23,6 +24,7 @@ pub use dialer::{
     Attempt, AttemptEnd, Campaign, CampaignCounts, DncEntry, Lead, LeadProgress, NewAttempt,
     NewCampaign, NewLead, NumberHistory,
 };
+pub use kb::KbDocument;
 
 use std::collections::BTreeMap;
 
