@@ -16,6 +16,7 @@
 //! - `session` (feature `net`): the tokio shell — one task per call leg with its RTP/RTCP
 //!   sockets, 20 ms clock, latching, playout, recording and bridging.
 //! - [`amd`]: answering-machine detection from the callee's first speech/silence pattern.
+//! - [`vad`]: voice activity (adaptive noise floor) and utterance endpointing.
 //! - [`resample`]: polyphase windowed-sinc sample-rate conversion for 16-bit mono audio.
 //!
 //! Invariants, stated as absences: outside the `net` feature's `session` module, this crate
@@ -40,6 +41,7 @@ pub mod rtp;
 pub mod sdp;
 #[cfg(feature = "net")]
 pub mod session;
+pub mod vad;
 pub mod wav;
 
 pub use rtp::{RtpError, RtpHeader, RtpPacket, Seq, SeqExtender, Ssrc, Timestamp};
