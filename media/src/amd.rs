@@ -18,6 +18,8 @@
 
 use std::time::Duration;
 
+use crate::beep::BeepDetector;
+
 /// Thresholds. The defaults follow common dialler settings, with a shorter initial silence
 /// so a silent answer still leaves time to connect an agent within the 2 s the law allows.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +33,9 @@ pub struct AmdSpec {
     pub max_words: u32,
     /// Mean absolute amplitude (16-bit linear) at or above which a frame is voiced.
     pub level: u32,
+    /// A machine's beep ends the analysis (verdict `Human`, reason `beep`): for waiting out
+    /// a greeting before leaving a message.
+    pub beep: bool,
 }
 
 impl Default for AmdSpec {
@@ -44,13 +49,14 @@ impl Default for AmdSpec {
             between_words: Duration::from_millis(50),
             max_words: 3,
             level: 330,
+            beep: false,
         }
     }
 }
 
 impl AmdSpec {
-    /// Waiting for a machine's greeting to end (to leave a message after it): only silence
-    /// after speech, or no speech at all, ends it, within `total`.
+    /// Waiting for a machine's greeting to end (to leave a message after it): its beep, or
+    /// silence after speech, or no speech at all, ends it, within `total`.
     pub fn end_of_greeting(silence: Duration, total: Duration) -> AmdSpec {
         AmdSpec {
             initial_silence: silence,
@@ -58,6 +64,7 @@ impl AmdSpec {
             after_greeting_silence: silence,
             total,
             max_words: u32::MAX,
+            beep: true,
             ..AmdSpec::default()
         }
     }
@@ -112,12 +119,12 @@ pub struct Detector {
     /// Silence since the last voiced frame.
     silence_ms: u64,
     greeting_end_ms: Option<u64>,
+    beep: Option<BeepDetector>,
 }
 
 impl Detector {
     pub fn new(spec: AmdSpec) -> Detector {
         Detector {
-            spec,
             elapsed_ms: 0,
             voiced_ms: 0,
             words: 0,
@@ -125,6 +132,8 @@ impl Detector {
             in_word: false,
             silence_ms: 0,
             greeting_end_ms: None,
+            beep: spec.beep.then(BeepDetector::new),
+            spec,
         }
     }
 
@@ -132,6 +141,10 @@ impl Detector {
     pub fn push(&mut self, frame: &[i16]) -> Option<Detection> {
         let ms = frame.len() as u64 / 8;
         self.elapsed_ms += ms;
+        if let Some(beep) = self.beep.as_mut().and_then(|b| b.push(frame)) {
+            self.greeting_end_ms = Some(beep.end_ms);
+            return Some(self.decide(Verdict::Human, "beep"));
+        }
         let level = frame.iter().map(|s| u64::from(s.unsigned_abs())).sum::<u64>()
             / frame.len().max(1) as u64;
         let ms_of = |d: Duration| d.as_millis() as u64;
@@ -256,8 +269,35 @@ mod tests {
     }
 
     #[test]
-    fn waiting_for_the_end_of_a_machines_greeting() {
+    fn a_beep_ends_the_wait_for_a_greeting_at_once() {
         let spec = AmdSpec::end_of_greeting(Duration::from_millis(1000), Duration::from_secs(20));
+        let mut d = Detector::new(spec);
+        // Two seconds of "greeting" (a glide, as a voice moves), then a 1 kHz beep of 400 ms.
+        let mut phase = 0.0f64;
+        let mut audio: Vec<i16> = (0..16_000)
+            .map(|i| {
+                phase +=
+                    2.0 * std::f64::consts::PI * (300.0 + 200.0 * ((i / 800) % 3) as f64) / 8000.0;
+                (phase.sin() * 6000.0) as i16
+            })
+            .collect();
+        audio.extend((0..3200).map(|i| {
+            ((i as f64 * 2.0 * std::f64::consts::PI * 1000.0 / 8000.0).sin() * 8000.0) as i16
+        }));
+        audio.extend(vec![0i16; 3200]);
+        let verdict = audio.chunks(160).find_map(|f| d.push(f)).unwrap();
+        assert_eq!((verdict.verdict, verdict.reason), (Verdict::Human, "beep"), "{verdict:?}");
+        // Decided when the beep ended (2.4 s), not a second of silence later.
+        assert_eq!((verdict.greeting_end_ms, verdict.decided_ms), (Some(2400), 2420));
+    }
+
+    #[test]
+    fn waiting_for_the_end_of_a_machines_greeting() {
+        // The test's "voice" is a steady tone, which the beep detector would take for a beep.
+        let spec = AmdSpec {
+            beep: false,
+            ..AmdSpec::end_of_greeting(Duration::from_millis(1000), Duration::from_secs(20))
+        };
         let d = run(spec.clone(), &[(true, 6000), (false, 400), (true, 2000), (false, 2000)]);
         let d = d.unwrap();
         assert_eq!(

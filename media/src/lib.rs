@@ -16,6 +16,7 @@
 //! - `session` (feature `net`): the tokio shell — one task per call leg with its RTP/RTCP
 //!   sockets, 20 ms clock, latching, playout, recording and bridging.
 //! - [`amd`]: answering-machine detection from the callee's first speech/silence pattern.
+//! - [`beep`]: the beep after an answering machine's greeting (Goertzel filters, one steady tone).
 //! - [`vad`]: voice activity (adaptive noise floor) and utterance endpointing.
 //! - [`resample`]: polyphase windowed-sinc sample-rate conversion for 16-bit mono audio.
 //!
@@ -28,6 +29,7 @@
 mod bytes;
 
 pub mod amd;
+pub mod beep;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;

@@ -219,7 +219,7 @@ fn goertzel8(x: &[f64], coeffs: &[f64; 8]) -> [f64; 8] {
 }
 
 /// Squared magnitude of the DFT of `x` at the frequency whose `2·cos(ω)` is `coeff`.
-fn goertzel(x: &[f64], coeff: f64) -> f64 {
+pub(crate) fn goertzel(x: &[f64], coeff: f64) -> f64 {
     let (mut s1, mut s2) = (0.0, 0.0);
     for &v in x {
         let s = v + coeff * s1 - s2;
