@@ -15,7 +15,7 @@ use voxide_runtime::dialer::campaign::{Settings, StrategyRef};
 use voxide_runtime::dialer::import::{self, MAX_REJECTIONS_LISTED};
 use voxide_runtime::dialer::pacer::PACER_EXPORT;
 use voxide_runtime::dialer::runner::Stats;
-use voxide_runtime::node::routes::pin_flow;
+use voxide_runtime::node::routes::{pin_flow, pin_version};
 use voxide_store::{Attempt, Campaign, CampaignCounts, DncEntry, Lead, NewCampaign, NewLead, Role};
 
 use crate::{ApiError, ApiJson, ApiResult, ApiState, Auth, ErrorBody, read_limited};
@@ -102,19 +102,9 @@ async fn pin_strategy(s: &ApiState, tenant: &str, strategy: &str) -> ApiResult<S
     else {
         return Ok(strategy.to_owned());
     };
-    let number = match version.parse::<i64>() {
-        Ok(n) => n,
-        Err(_) => s.store.resolve_alias(tenant, name, version).await?,
-    };
-    let v = s.store.version(tenant, name, number).await?;
-    if v.world != PACER_EXPORT {
-        return Err(ApiError::invalid(format!(
-            "strategy {strategy}: {name} version {number} is a {} component, not a pacing \
-             strategy ({PACER_EXPORT})",
-            v.world
-        )));
-    }
-    Ok(format!("{name}@{number}"))
+    let what = format!("a pacing strategy ({PACER_EXPORT})");
+    let v = pin_version(&s.store, tenant, (name, version), PACER_EXPORT, &what).await?;
+    Ok(format!("{}@{}", v.flow, v.version))
 }
 
 #[utoipa::path(get, path = "/api/v1/campaigns/{name}", tag = "dialer",

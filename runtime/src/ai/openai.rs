@@ -271,6 +271,19 @@ impl ChatStream {
     }
 }
 
+/// The next piece of a streamed body (`None` at its end), within `idle`.
+async fn next_piece(
+    response: &mut reqwest::Response,
+    idle: std::time::Duration,
+    stage: &'static str,
+) -> Result<Option<impl AsRef<[u8]> + use<>>, ProviderError> {
+    match tokio::time::timeout(idle, response.chunk()).await {
+        Err(_) => Err(ProviderError::Timeout(stage)),
+        Ok(Err(e)) => Err(ProviderError::Unreachable(e.without_url().to_string())),
+        Ok(Ok(piece)) => Ok(piece),
+    }
+}
+
 fn clip(s: &str) -> String {
     let end = s.char_indices().nth(120).map_or(s.len(), |(i, _)| i);
     if end < s.len() { format!("{}…", &s[..end]) } else { s.to_owned() }
@@ -663,14 +676,19 @@ impl Provider {
             // A sample may straddle two pieces: its first byte waits for the next.
             let mut odd: Option<u8> = None;
             loop {
-                let samples = match tokio::time::timeout(idle, response.chunk()).await {
-                    Err(_) => Err(ProviderError::Timeout("between two pieces of the audio")),
-                    Ok(Err(e)) => Err(ProviderError::Unreachable(e.without_url().to_string())),
-                    Ok(Ok(None)) => return,
-                    Ok(Ok(Some(bytes))) => {
-                        let mut all = Vec::with_capacity(bytes.len() + 1);
+                let samples = match next_piece(
+                    &mut response,
+                    idle,
+                    "between two pieces of the audio",
+                )
+                .await
+                {
+                    Err(e) => Err(e),
+                    Ok(None) => return,
+                    Ok(Some(bytes)) => {
+                        let mut all = Vec::with_capacity(bytes.as_ref().len() + 1);
                         all.extend(odd.take());
-                        all.extend_from_slice(&bytes);
+                        all.extend_from_slice(bytes.as_ref());
                         if all.len() % 2 == 1 {
                             odd = all.pop();
                         }
@@ -728,21 +746,22 @@ impl Provider {
         tokio::spawn(async move {
             let (mut sse, mut chat) = (SseDecoder::default(), ChatStream::default());
             loop {
-                let piece = match tokio::time::timeout(idle, response.chunk()).await {
-                    Err(_) => Err(ProviderError::Timeout("between two pieces of the stream")),
-                    Ok(Err(e)) => Err(ProviderError::Unreachable(e.without_url().to_string())),
-                    Ok(Ok(None)) => match chat.end() {
-                        Ok(()) => return,
+                let piece =
+                    match next_piece(&mut response, idle, "between two pieces of the stream").await
+                    {
                         Err(e) => Err(e),
-                    },
-                    Ok(Ok(Some(bytes))) => sse.push(&bytes).and_then(|events| {
-                        let mut out = Vec::new();
-                        for e in &events {
-                            out.extend(chat.push(e)?);
-                        }
-                        Ok(out)
-                    }),
-                };
+                        Ok(None) => match chat.end() {
+                            Ok(()) => return,
+                            Err(e) => Err(e),
+                        },
+                        Ok(Some(bytes)) => sse.push(bytes.as_ref()).and_then(|events| {
+                            let mut out = Vec::new();
+                            for e in &events {
+                                out.extend(chat.push(e)?);
+                            }
+                            Ok(out)
+                        }),
+                    };
                 match piece {
                     Ok(out) => {
                         for event in out {

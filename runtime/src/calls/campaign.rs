@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use voxide_media::amd::{AmdSpec, Verdict};
 
-use super::originate::place;
+use super::originate::{Handoff, place};
 use super::*;
 use crate::dialer::leads::Outcome;
 
@@ -167,18 +167,10 @@ pub async fn place_lead_call(
                 }
                 end.played = Some(format!("flow {}", route.label));
                 route.vars.extend(req.vars.iter().cloned());
-                call.manifest = route.manifest.clone();
                 live.set_flow(&route);
-                let info = CallInfo {
-                    id: CallId(live.id.clone()),
-                    from,
-                    to: req.to.clone(),
-                    direction: Direction::Outbound,
-                    headers: Vec::new(),
-                    vars: Vec::new(),
-                };
                 let label = route.label.clone();
-                let ended = run_flows(&engine, &kv, route, info, Box::new(call), &live, &hub).await;
+                let handoff = Handoff { engine: &engine, kv: &kv, hub: &hub, live: &live };
+                let ended = handoff.run(route, call, from, req.to.clone()).await;
                 end.detail = match &end.amd {
                     Some(amd) => format!("flow {label}: {ended}; machine detection: {amd}"),
                     None => format!("flow {label}: {ended}"),

@@ -64,19 +64,41 @@ pub async fn originate(hub: &Arc<CallHub>, req: Originate) -> Result<CallSnapsho
             Ok(call) => call,
             Err((outcome, detail)) => return hub.finish(&live, live.record(outcome, detail, 0)),
         };
-        let mut call = call;
-        call.manifest = req.route.manifest.clone();
+        let handle = Handoff { engine: &engine, kv: &kv, hub: &hub, live: &live };
+        handle.run(req.route, call, from, req.to).await;
+    });
+    Ok(snapshot)
+}
+
+/// What running a flow on an answered outbound call needs.
+pub(super) struct Handoff<'a> {
+    pub(super) engine: &'a FlowEngine,
+    pub(super) kv: &'a MemoryKv,
+    pub(super) hub: &'a CallHub,
+    pub(super) live: &'a LiveCall,
+}
+
+impl Handoff<'_> {
+    /// Runs `route`'s flow on the answered `call` (from us at `from` to `to`) until it ends;
+    /// the CDR is written; returns how it ended.
+    pub(super) async fn run(
+        self,
+        route: Route,
+        mut call: SipCall,
+        from: String,
+        to: String,
+    ) -> String {
+        call.manifest = route.manifest.clone();
         let info = CallInfo {
-            id: CallId(live.id.clone()),
+            id: CallId(self.live.id.clone()),
             from,
-            to: req.to.clone(),
+            to,
             direction: Direction::Outbound,
             headers: Vec::new(),
             vars: Vec::new(),
         };
-        run_flows(&engine, &kv, req.route, info, Box::new(call), &live, &hub).await;
-    });
-    Ok(snapshot)
+        run_flows(self.engine, self.kv, route, info, Box::new(call), self.live, self.hub).await
+    }
 }
 
 /// An outbound call whose INVITE is out: listed as ringing, waiting for its answer.

@@ -12,6 +12,16 @@ pub(super) struct Waiting {
     matched: tokio::sync::oneshot::Sender<Matched>,
 }
 
+impl Waiting {
+    /// Still waiting: a caller who hung up (or an offer withdrawn) has closed the channel.
+    fn here(&mut self) -> bool {
+        matches!(
+            self.caller_alive.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        )
+    }
+}
+
 /// What a queued caller learns when an agent takes the call.
 #[derive(Debug)]
 pub(super) struct Matched {
@@ -65,12 +75,7 @@ impl MediaServices {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         let list = queues.entry(queue.to_owned()).or_default();
         // Callers who left (a withdrawn offer among them) go now rather than at the next take.
-        list.retain_mut(|w| {
-            matches!(
-                w.caller_alive.try_recv(),
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
-            )
-        });
+        list.retain_mut(Waiting::here);
         list.push_front(waiting);
     }
 
@@ -101,11 +106,7 @@ impl MediaServices {
         let mut queues = self.queues.lock().ok()?;
         let waiting = queues.get_mut(queue)?;
         while let Some(mut w) = waiting.pop_front() {
-            // A caller who hung up has closed the channel: skip them.
-            if matches!(
-                w.caller_alive.try_recv(),
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
-            ) {
+            if w.here() {
                 return Some(w);
             }
         }

@@ -277,8 +277,7 @@ fn refresh_members(board: &mut Board, members: &[crate::calls::QueueMember]) {
         let waiting = members.iter().find(|m| m.user == slot.name);
         match (waiting, slot.state) {
             (Some(m), _) => (slot.state, slot.since) = (Busy::Ready, m.since),
-            (None, Busy::Talking) => {}
-            (None, Busy::Away) => {}
+            (None, Busy::Talking | Busy::Away) => {}
             (None, _) => (slot.state, slot.since) = (Busy::Away, now),
         }
     }
@@ -305,15 +304,18 @@ async fn load_flows(
         return Ok((None, None));
     }
     let engine = inner.hub.flow_engine().ok_or("this node runs no calls (SIP is off)")?;
-    let mut loaded = Vec::new();
-    for spec in specs {
-        loaded.push(match spec {
-            Some(spec) => Some(flow_route(&inner.store, &engine, &campaign.tenant_id, spec).await?),
-            None => None,
-        });
-    }
-    let machine = loaded.pop().flatten();
-    Ok((loaded.pop().flatten(), machine))
+    let load = |spec: Option<&str>| {
+        let engine = engine.clone();
+        let tenant = campaign.tenant_id.clone();
+        let spec = spec.map(str::to_owned);
+        async move {
+            match spec {
+                Some(spec) => flow_route(&inner.store, &engine, &tenant, &spec).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    };
+    Ok((load(specs[0]).await?, load(specs[1]).await?))
 }
 
 /// A call in flight and the attempt it belongs to.

@@ -227,6 +227,29 @@ impl RouteLoader {
     }
 }
 
+/// The stored version `name@at` names (`at`: a version number, or an alias resolved to
+/// its number now), which must export `world` (`what` names it in the error).
+pub async fn pin_version(
+    store: &Store,
+    tenant: &str,
+    (name, at): (&str, &str),
+    world: &str,
+    what: &str,
+) -> voxide_store::Result<FlowVersion> {
+    let number = match at.parse::<i64>() {
+        Ok(n) => n,
+        Err(_) => store.resolve_alias(tenant, name, at).await?,
+    };
+    let v = store.version(tenant, name, number).await?;
+    if v.world != world {
+        return Err(voxide_store::StoreError::Invalid(format!(
+            "{name}@{at}: {name} version {number} is a {} component, not {what}",
+            v.world
+        )));
+    }
+    Ok(v)
+}
+
 /// A stored flow named as `NAME` (its `live` alias), `NAME@ALIAS` or `NAME@VERSION`, pinned to
 /// its version number; only call flows (`voxide:flow/handler`) qualify.
 pub async fn pin_flow(
@@ -234,19 +257,8 @@ pub async fn pin_flow(
     tenant: &str,
     spec: &str,
 ) -> voxide_store::Result<FlowVersion> {
-    let (name, at) = spec.split_once('@').unwrap_or((spec, "live"));
-    let number = match at.parse::<i64>() {
-        Ok(n) => n,
-        Err(_) => store.resolve_alias(tenant, name, at).await?,
-    };
-    let v = store.version(tenant, name, number).await?;
-    if v.world != voxide_store::FLOW_WORLD {
-        return Err(voxide_store::StoreError::Invalid(format!(
-            "{spec}: {name} version {number} is a {} component, not a call flow",
-            v.world
-        )));
-    }
-    Ok(v)
+    let named = spec.split_once('@').unwrap_or((spec, "live"));
+    pin_version(store, tenant, named, voxide_store::FLOW_WORLD, "a call flow").await
 }
 
 /// The flow `spec` names (see [`pin_flow`]) as a route for `tenant`'s calls.
