@@ -25,6 +25,9 @@ command -v baresip > /dev/null || need+=(baresip-core)
 command -v espeak-ng > /dev/null || need+=(espeak-ng)
 # libopus for the Opus codec (the `opus` cargo feature, on by default).
 dpkg -s libopus-dev > /dev/null 2>&1 || need+=(libopus-dev)
+# The offline speech recognizer: CMU PocketSphinx and its US English model.
+dpkg -s libpocketsphinx-dev > /dev/null 2>&1 || need+=(libpocketsphinx-dev)
+dpkg -s pocketsphinx-en-us > /dev/null 2>&1 || need+=(pocketsphinx-en-us)
 # tcpdump shows what reached each sipp's media port in the bridged-call test.
 command -v tcpdump > /dev/null || need+=(tcpdump)
 # A real Postgres for the store's and the API's tests (SQLite is built in).
