@@ -108,6 +108,9 @@ pub struct Stats {
     pub dropped_malformed: AtomicU64,
     pub concealed: AtomicU64,
     pub late: AtomicU64,
+    /// Received frames a [`tap`](Session::tap) had no room for (its reader fell behind):
+    /// shed, not queued, so a slow listener never delays the leg.
+    pub tap_shed: AtomicU64,
 }
 
 /// Something the application should know about a leg.
@@ -157,6 +160,10 @@ enum Command {
         done: oneshot::Sender<bool>,
     },
     StopPlay,
+    /// Stop the prompt, replying with how many of its samples were sent (None: none playing).
+    StopPlayAt(oneshot::Sender<Option<usize>>),
+    /// Copy each received 20 ms frame, decoded, to this channel (None: stop).
+    Tap(Option<mpsc::Sender<Vec<i16>>>),
     Record {
         spec: RecordSpec,
         done: oneshot::Sender<Result<Recorded, WavError>>,
@@ -450,6 +457,8 @@ impl std::fmt::Debug for Command {
             Command::Start(_) => "Start",
             Command::Play { .. } => "Play",
             Command::StopPlay => "StopPlay",
+            Command::StopPlayAt(_) => "StopPlayAt",
+            Command::Tap(_) => "Tap",
             Command::Record { .. } => "Record",
             Command::StopRecord => "StopRecord",
             Command::Detect { .. } => "Detect",
@@ -488,6 +497,21 @@ impl Session {
 
     pub fn stop_play(&self) {
         let _ = self.commands.send(Command::StopPlay);
+    }
+
+    /// Stops the prompt playing and says how many of its samples had been sent to the peer
+    /// (`None`: nothing was playing, it had finished). What the caller heard is that prefix.
+    pub fn stop_play_at(&self) -> oneshot::Receiver<Option<usize>> {
+        let (done, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::StopPlayAt(done));
+        rx
+    }
+
+    /// From now on, a copy of every 20 ms frame received (decoded to 8 kHz; silence when
+    /// nothing arrived) goes to `frames`; `None` stops it. A full channel sheds the frame and
+    /// counts it in [`Stats::tap_shed`].
+    pub fn tap(&self, frames: Option<mpsc::Sender<Vec<i16>>>) {
+        let _ = self.commands.send(Command::Tap(frames));
     }
 
     /// Records what the peer says to a mono 8 kHz WAV file until a stop condition; the file is
@@ -846,6 +870,7 @@ struct Leg {
     dtmf_done: Option<oneshot::Sender<()>>,
     recording: Option<Recording>,
     detecting: Option<(Detector, oneshot::Sender<Detection>)>,
+    tap: Option<mpsc::Sender<Vec<i16>>>,
     bridge: Option<(mpsc::WeakUnboundedSender<Command>, std::sync::Weak<Outlet>)>,
     /// Ours, shared with the leg we are bridged to.
     outlet: Arc<Outlet>,
@@ -918,6 +943,7 @@ impl Leg {
             dtmf_done: None,
             recording: None,
             detecting: None,
+            tap: None,
             bridge: None,
             outlet,
             room: None,
@@ -1275,6 +1301,14 @@ impl Leg {
                     let _ = done.send(false);
                 }
             }
+            Command::StopPlayAt(reply) => {
+                let sent = self.playing.take().map(|(_, pos, done)| {
+                    let _ = done.send(false);
+                    pos
+                });
+                let _ = reply.send(sent);
+            }
+            Command::Tap(frames) => self.tap = frames,
             Command::Detect { spec, done } => {
                 self.detecting = Some((Detector::new(spec), done));
             }
@@ -1426,6 +1460,15 @@ impl Leg {
             && let Some((_, done)) = self.detecting.take()
         {
             let _ = done.send(verdict);
+        }
+        if let Some(tap) = &self.tap {
+            match tap.try_send(frame.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.stats.tap_shed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => self.tap = None,
+            }
         }
         if let Some((room, id)) = &self.room {
             let _ = room.send(RoomMsg::Frame { id: *id, samples: frame.clone() });

@@ -507,3 +507,47 @@ async fn an_opus_leg_bridged_to_a_pcmu_leg_is_transcoded_both_ways() {
     seqs.dedup();
     assert_eq!(seqs.len(), got.len(), "no sequence number used twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_hears_the_peer_and_a_stopped_prompt_says_how_much_was_sent() {
+    let engine = engine(Duration::from_secs(60));
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let leg = engine.open().await.unwrap();
+    leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+    let (tx, mut frames) = tokio::sync::mpsc::channel(64);
+    leg.tap(Some(tx));
+    // The peer speaks: ten packets of a loud square wave.
+    let loud: Vec<u8> = (0..160)
+        .map(|i| voxide_media::g711::ulaw_encode(if i % 20 < 10 { 8000 } else { -8000 }))
+        .collect();
+    let leg_addr = leg.local_addr();
+    for seq in 0..10u16 {
+        peer.send_to(&packet(0, seq, &loud), leg_addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut heard = false;
+    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(2), frames.recv()).await {
+        assert_eq!(frame.len(), 160, "20 ms at 8 kHz");
+        if frame.iter().any(|s| s.unsigned_abs() > 4000) {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "the tap carries what the peer sent, decoded");
+    // A 2 s prompt stopped after about 200 ms: the samples sent are a prefix of it.
+    let done = leg.play((0..16_000).map(|_| 1000i16).collect());
+    let mut prompt_packets = 0;
+    while prompt_packets < 10 {
+        let got = collect(&peer, 1, Duration::from_secs(2)).await;
+        let rtp = RtpPacket::parse(got.first().expect("the leg sends")).unwrap();
+        let mut pcm = Vec::new();
+        Law::Mu.decode(rtp.payload, &mut pcm);
+        prompt_packets += usize::from(pcm.iter().all(|s| s.abs() > 500));
+    }
+    let at = leg.stop_play_at().await.unwrap().expect("it was playing");
+    assert!(!done.await.unwrap(), "stopped, not played to the end");
+    assert!((10 * 160..16_000).contains(&at), "{at} samples sent after 10 of the prompt's packets");
+    // Nothing playing: nothing to report.
+    assert_eq!(leg.stop_play_at().await.unwrap(), None);
+    leg.tap(None);
+}
