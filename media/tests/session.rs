@@ -53,6 +53,14 @@ async fn two_legs(
     (alice, a, bob, b)
 }
 
+/// One started PCMU leg and its peer's socket.
+async fn one_leg(engine: &MediaEngine) -> (UdpSocket, Session) {
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let leg = engine.open().await.unwrap();
+    leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+    (peer, leg)
+}
+
 fn packet(pt: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
     RtpHeader::new(pt, Seq(seq), Timestamp(u32::from(seq) * 160), Ssrc(7))
         .to_packet(payload)
@@ -81,9 +89,7 @@ async fn collect(socket: &UdpSocket, n: usize, within: Duration) -> Vec<Vec<u8>>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leg_plays_at_20_ms_and_reports_done() {
     let engine = engine(Duration::from_secs(60));
-    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let leg = engine.open().await.unwrap();
-    leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+    let (peer, leg) = one_leg(&engine).await;
     // 200 ms of a square wave.
     let pcm: Arc<[i16]> = (0..1600).map(|i| if i % 20 < 10 { 8000 } else { -8000 }).collect();
     let done = leg.play(pcm.clone());
@@ -237,9 +243,7 @@ async fn a_bridge_continues_the_legs_own_stream_and_the_leg_resumes_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_from_the_peer_ends_in_an_rtp_timeout() {
     let engine = engine(Duration::from_millis(300));
-    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut leg = engine.open().await.unwrap();
-    leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+    let (_peer, mut leg) = one_leg(&engine).await;
     let event = tokio::time::timeout(Duration::from_secs(2), leg.next_event()).await.unwrap();
     assert_eq!(event, Some(MediaEvent::RtpTimeout));
 }
@@ -248,9 +252,7 @@ async fn silence_from_the_peer_ends_in_an_rtp_timeout() {
 async fn a_recording_cut_short_by_the_end_of_the_leg_is_a_valid_wav() {
     let engine = engine(Duration::from_secs(60));
     let dir = tempfile::tempdir().unwrap();
-    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let leg = engine.open().await.unwrap();
-    leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+    let (peer, leg) = one_leg(&engine).await;
     let path = dir.path().join("cut.wav");
     let done = leg.record(RecordSpec {
         path: path.clone(),
@@ -326,9 +328,7 @@ async fn a_conference_lets_each_hear_the_others_but_not_itself() {
     let mut legs = Vec::new();
     let mut ends = Vec::new();
     for _ in 0..3 {
-        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let leg = engine.open().await.unwrap();
-        leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+        let (peer, leg) = one_leg(&engine).await;
         ends.push(room.join(&leg));
         peers.push(peer);
         legs.push(leg);
@@ -511,9 +511,7 @@ async fn an_opus_leg_bridged_to_a_pcmu_leg_is_transcoded_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tap_hears_the_peer_and_a_stopped_prompt_says_how_much_was_sent() {
     let engine = engine(Duration::from_secs(60));
-    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let leg = engine.open().await.unwrap();
-    leg.start(negotiated(peer.local_addr().unwrap(), Codec::Pcmu));
+    let (peer, leg) = one_leg(&engine).await;
     let (tx, mut frames) = tokio::sync::mpsc::channel(64);
     leg.tap(Some(tx));
     // The peer speaks: ten packets of a loud square wave.

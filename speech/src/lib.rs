@@ -4,8 +4,8 @@
 //! `libpocketsphinx-dev` and the `pocketsphinx-en-us` model). Its US English model is trained
 //! on 16 kHz speech, so the 8 kHz telephone audio is upsampled by interpolation first.
 //!
-//! Open vocabulary on narrowband audio is weak (a third of words wrong on synthesised
-//! speech); phrase *hints* make it a choice among the phrases a flow expects, which is how IVR
+//! Open vocabulary on narrowband audio is weak (most words wrong on synthesised speech, which
+//! the same engine gets nearly all right at 16 kHz); phrase *hints* make it a choice among the phrases a flow expects, which is how IVR
 //! speech input is built and what this engine is good at: see [`Grammar`].
 //!
 //! [`Recognizer`] is blocking: the host runs one per listening call on a thread of its own.
@@ -13,6 +13,10 @@
 mod grammar;
 #[cfg(feature = "pocketsphinx")]
 mod pocketsphinx;
+#[cfg(not(feature = "pocketsphinx"))]
+use missing as engine;
+#[cfg(feature = "pocketsphinx")]
+use pocketsphinx as engine;
 
 use std::path::PathBuf;
 
@@ -54,7 +58,7 @@ impl Model {
 pub struct Hypothesis {
     /// The words, lower case, separated by single spaces; empty if nothing was recognised.
     pub text: String,
-    /// 0.0–1.0; the engine's posterior for the whole utterance (1.0 when it gives none).
+    /// 0.0–1.0; the engine's posterior for the whole utterance (0.0 when the engine has no hypothesis).
     pub confidence: f32,
     /// Each word with its start and end in ms from the start of the audio fed.
     pub words: Vec<Word>,
@@ -76,10 +80,7 @@ pub enum SpeechError {
          Debian's libpocketsphinx-dev)"
     )]
     NotBuilt,
-    #[error(
-        "speech model not found at {0} (install Debian's pocketsphinx-en-us, or set \
-         [ai] stt_model)"
-    )]
+    #[error("speech model not found at {0} (install Debian's pocketsphinx-en-us)")]
     ModelMissing(PathBuf),
     #[error("the speech engine failed: {0}")]
     Engine(String),
@@ -87,109 +88,61 @@ pub enum SpeechError {
     Grammar(#[from] GrammarError),
 }
 
-/// One decoder with its model loaded (about 0.2 s and 25 MB): keep and reuse it.
+/// One decoder with its model loaded (loading takes a while): keep and reuse it.
 #[derive(Debug)]
 pub struct Recognizer {
-    #[cfg(feature = "pocketsphinx")]
-    inner: pocketsphinx::Decoder,
+    inner: engine::Decoder,
     /// The grammar the decoder has loaded, to skip reloading the same one.
-    #[cfg(feature = "pocketsphinx")]
     loaded: Option<String>,
     /// The last 8 kHz sample fed, for interpolating across chunk boundaries.
     last: i16,
-    fed: usize,
 }
 
 impl Recognizer {
-    /// Loads `model`. Fails with [`SpeechError::ModelMissing`] if its files are not there.
+    /// Loads `model`. Fails with [`SpeechError::ModelMissing`] if its files are not there,
+    /// [`SpeechError::NotBuilt`] without the `pocketsphinx` feature.
     pub fn new(model: &Model) -> Result<Recognizer, SpeechError> {
         if !model.installed() {
             return Err(SpeechError::ModelMissing(model.acoustic.clone()));
         }
-        #[cfg(feature = "pocketsphinx")]
-        {
-            Ok(Recognizer {
-                inner: pocketsphinx::Decoder::new(model)?,
-                loaded: None,
-                last: 0,
-                fed: 0,
-            })
-        }
-        #[cfg(not(feature = "pocketsphinx"))]
-        {
-            Err(SpeechError::NotBuilt)
-        }
+        Ok(Recognizer { inner: engine::Decoder::new(model)?, loaded: None, last: 0 })
     }
 
     /// Whether `word` (lower case) is in the dictionary, so a hint may use it.
     pub fn knows(&self, word: &str) -> bool {
-        #[cfg(feature = "pocketsphinx")]
-        {
-            self.inner.knows(word)
-        }
-        #[cfg(not(feature = "pocketsphinx"))]
-        {
-            let _ = word;
-            false
-        }
+        self.inner.knows(word)
     }
 
     /// Starts an utterance, constrained to `grammar` or (None) open vocabulary.
     pub fn start(&mut self, grammar: Option<&Grammar>) -> Result<(), SpeechError> {
         self.last = 0;
-        self.fed = 0;
-        #[cfg(feature = "pocketsphinx")]
-        {
-            match grammar {
-                Some(g) => {
-                    let unknown: Vec<&str> = g.words().filter(|w| !self.inner.knows(w)).collect();
-                    if !unknown.is_empty() {
-                        return Err(GrammarError::UnknownWords(unknown.join(", ")).into());
-                    }
-                    let jsgf = g.jsgf();
-                    if self.loaded.as_deref() != Some(jsgf.as_str()) {
-                        self.inner.set_grammar(&jsgf)?;
-                        self.loaded = Some(jsgf);
-                    } else {
-                        self.inner.use_grammar()?;
-                    }
+        match grammar {
+            Some(g) => {
+                let unknown: Vec<&str> = g.words().filter(|w| !self.inner.knows(w)).collect();
+                if !unknown.is_empty() {
+                    return Err(GrammarError::UnknownWords(unknown.join(", ")).into());
                 }
-                None => self.inner.use_language_model()?,
+                let jsgf = g.jsgf();
+                if self.loaded.as_deref() == Some(jsgf.as_str()) {
+                    self.inner.use_grammar()?;
+                } else {
+                    self.inner.set_grammar(&jsgf)?;
+                    self.loaded = Some(jsgf);
+                }
             }
-            self.inner.start()
+            None => self.inner.use_language_model()?,
         }
-        #[cfg(not(feature = "pocketsphinx"))]
-        {
-            let _ = grammar;
-            Err(SpeechError::NotBuilt)
-        }
+        self.inner.start()
     }
 
     /// Feeds 8 kHz audio of the current utterance.
     pub fn feed(&mut self, pcm: &[i16]) -> Result<(), SpeechError> {
-        let wide = upsample(pcm, &mut self.last);
-        self.fed += pcm.len();
-        #[cfg(feature = "pocketsphinx")]
-        {
-            self.inner.feed(&wide)
-        }
-        #[cfg(not(feature = "pocketsphinx"))]
-        {
-            let _ = wide;
-            Err(SpeechError::NotBuilt)
-        }
+        self.inner.feed(&upsample(pcm, &mut self.last))
     }
 
     /// Ends the utterance and says what was heard.
     pub fn finish(&mut self) -> Result<Hypothesis, SpeechError> {
-        #[cfg(feature = "pocketsphinx")]
-        {
-            self.inner.finish()
-        }
-        #[cfg(not(feature = "pocketsphinx"))]
-        {
-            Err(SpeechError::NotBuilt)
-        }
+        self.inner.finish()
     }
 
     /// Recognises a whole 8 kHz utterance.
@@ -201,6 +154,42 @@ impl Recognizer {
         self.start(grammar)?;
         self.feed(pcm)?;
         self.finish()
+    }
+}
+
+/// A build without the engine: no decoder can be made, so none of its methods can be called.
+#[cfg(not(feature = "pocketsphinx"))]
+mod missing {
+    use crate::{Hypothesis, Model, SpeechError};
+
+    #[derive(Debug)]
+    pub(crate) enum Decoder {}
+
+    impl Decoder {
+        pub(crate) fn new(_: &Model) -> Result<Decoder, SpeechError> {
+            Err(SpeechError::NotBuilt)
+        }
+        pub(crate) fn knows(&self, _: &str) -> bool {
+            match *self {}
+        }
+        pub(crate) fn set_grammar(&mut self, _: &str) -> Result<(), SpeechError> {
+            match *self {}
+        }
+        pub(crate) fn use_grammar(&mut self) -> Result<(), SpeechError> {
+            match *self {}
+        }
+        pub(crate) fn use_language_model(&mut self) -> Result<(), SpeechError> {
+            match *self {}
+        }
+        pub(crate) fn start(&mut self) -> Result<(), SpeechError> {
+            match *self {}
+        }
+        pub(crate) fn feed(&mut self, _: &[i16]) -> Result<(), SpeechError> {
+            match *self {}
+        }
+        pub(crate) fn finish(&mut self) -> Result<Hypothesis, SpeechError> {
+            match *self {}
+        }
     }
 }
 

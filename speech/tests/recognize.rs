@@ -109,7 +109,8 @@ fn digits_names_and_yes_no_over_the_phone() {
 fn open_vocabulary_and_unknown_hint_words() {
     let Some(model) = model() else { return };
     let mut recognizer = Recognizer::new(&model).unwrap();
-    // Without hints it still returns something (open vocabulary is weak at 8 kHz).
+    // Without hints it decodes (open vocabulary is weak at 8 kHz, so what it hears is printed,
+    // not checked).
     let heard = recognizer.recognize(&telephone("hello"), None).unwrap();
     eprintln!("open vocabulary: hello → {:?}", heard.text);
     let bad = Grammar::from_hints(&["frobnicate the zyxx"]).unwrap();
@@ -117,12 +118,9 @@ fn open_vocabulary_and_unknown_hint_words() {
     assert!(err.to_string().contains("zyxx"), "{err}");
     assert!(recognizer.knows("alice") && !recognizer.knows("zyxx"));
     // Silence is no words, not an error.
-    let heard = recognizer.recognize(&[0; 8000], Some(&bad_free())).unwrap();
+    let yes_no = Grammar::from_hints(&["yes", "no"]).unwrap();
+    let heard = recognizer.recognize(&[0; 8000], Some(&yes_no)).unwrap();
     assert_eq!(heard.text, "");
-}
-
-fn bad_free() -> Grammar {
-    Grammar::from_hints(&["yes", "no"]).unwrap()
 }
 
 #[test]
