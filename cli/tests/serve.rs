@@ -827,7 +827,7 @@ fn bridged_baresip_phones(alice_codec: &str, bob_codec: &str) {
     let bob = baresip_phone(server.addr, "bob", 880, bob_codec, ";answermode=auto");
     let bob_dir = bob.path().to_owned();
     let bob_run = std::thread::spawn(move || baresip(&bob_dir, &[], 8));
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for_log(&server, &["SIP user registered", "bob"], Duration::from_secs(5));
     let alice = baresip_phone(server.addr, "alice", 440, alice_codec, "");
     let alice_text = baresip(alice.path(), &[&format!("/dial sip:bob@{}", server.addr)], 10);
     let bob_text = bob_run.join().unwrap();
@@ -1329,6 +1329,20 @@ fn server_log(server: &Server) -> String {
     std::fs::read_to_string(server.data().join("vox.log")).unwrap_or_default()
 }
 
+/// Waits (up to `within`) for a line of the server's log that contains every one of `parts`:
+/// the event a test needs before it goes on, instead of a guess at how long it takes.
+fn wait_for_log(server: &Server, parts: &[&str], within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let log = server_log(server);
+        if log.lines().any(|l| parts.iter().all(|p| l.contains(p))) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no log line with {parts:?} in:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn deploy_route_call_move_the_alias_and_split_a_canary() {
     let server = serve_config("", &[]);
@@ -1357,8 +1371,7 @@ fn deploy_route_call_move_the_alias_and_split_a_canary() {
             )
         })
     };
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(server_log(&server).contains("flow=ivr-menu v1 via live"), "{}", server_log(&server));
+    wait_for_log(&server, &["flow=ivr-menu v1 via live"], Duration::from_secs(10));
     // v2 (another component under the same name: hello, which greets and hangs up), and live
     // moves to it while the first call is still talking to v1.
     let out = vox_remote(

@@ -409,7 +409,16 @@ impl Registrar {
             return Reply::new(403, "Forbidden (too many contacts)");
         }
         if !request.contact.is_empty() {
-            tracing::debug!(user, source = %source.addr, bindings = next.len(), "SIP REGISTER");
+            // A phone coming or going is worth an operator's log; its refreshes are not.
+            match (current.is_empty(), next.is_empty()) {
+                (true, false) => tracing::info!(user, source = %source.addr, "SIP user registered"),
+                (false, true) => {
+                    tracing::info!(user, source = %source.addr, "SIP user unregistered")
+                }
+                _ => {
+                    tracing::debug!(user, source = %source.addr, bindings = next.len(), "SIP REGISTER")
+                }
+            }
         }
         if next.is_empty() {
             self.bindings.remove(user);
