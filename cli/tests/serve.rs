@@ -716,13 +716,12 @@ fn baresip_phone(
     std::fs::write(
         dir.join("config"),
         format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{}\nnet_interface 127.0.0.1\n\
+            "poll_method epoll\nsip_listen 127.0.0.1:0\nnet_interface 127.0.0.1\n\
              audio_player aubridge,speaker\naudio_source ausine,{hz}\naudio_alert aubridge,speaker\n\
              ausrc_srate 48000\nausrc_channels 2\nmodule_path /usr/lib/baresip/modules\n\
              module stdio.so\nmodule {codec}.so\nmodule ausine.so\nmodule aubridge.so\n\
              module sndfile.so\nmodule rtcpsummary.so\nmodule_app account.so\nmodule_app menu.so\n\
              snd_path {}\n",
-            free_port(),
             dir.display()
         ),
     )
@@ -827,7 +826,10 @@ fn bridged_baresip_phones(alice_codec: &str, bob_codec: &str) {
     let bob = baresip_phone(server.addr, "bob", 880, bob_codec, ";answermode=auto");
     let bob_dir = bob.path().to_owned();
     let bob_run = std::thread::spawn(move || baresip(&bob_dir, &[], 8));
-    wait_for_log(&server, &["SIP user registered", "bob"], Duration::from_secs(5));
+    let registered = ["SIP user registered", "bob"];
+    if let Err(log) = log_line_within(&server, &registered, Duration::from_secs(6)) {
+        panic!("bob never registered; bob:\n{}\nserver log:\n{log}", bob_run.join().unwrap());
+    }
     let alice = baresip_phone(server.addr, "alice", 440, alice_codec, "");
     let alice_text = baresip(alice.path(), &[&format!("/dial sip:bob@{}", server.addr)], 10);
     let bob_text = bob_run.join().unwrap();
@@ -1332,13 +1334,22 @@ fn server_log(server: &Server) -> String {
 /// Waits (up to `within`) for a line of the server's log that contains every one of `parts`:
 /// the event a test needs before it goes on, instead of a guess at how long it takes.
 fn wait_for_log(server: &Server, parts: &[&str], within: Duration) {
+    if let Err(log) = log_line_within(server, parts, within) {
+        panic!("no log line with {parts:?} in:\n{log}");
+    }
+}
+
+/// Like [`wait_for_log`], returning the log instead of failing, for a test to add what it knows.
+fn log_line_within(server: &Server, parts: &[&str], within: Duration) -> Result<(), String> {
     let deadline = std::time::Instant::now() + within;
     loop {
         let log = server_log(server);
         if log.lines().any(|l| parts.iter().all(|p| l.contains(p))) {
-            return;
+            return Ok(());
         }
-        assert!(std::time::Instant::now() < deadline, "no log line with {parts:?} in:\n{log}");
+        if std::time::Instant::now() >= deadline {
+            return Err(log);
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
