@@ -111,6 +111,84 @@ pub enum DialOutcome {
     Failed(String),
 }
 
+/// Options for [`CallControl::listen`], defaults already applied (see `speech.listen-options`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// Phrase hints (validated syntax); empty = open vocabulary.
+    pub hints: Vec<String>,
+    pub no_input_ms: u32,
+    pub end_silence_ms: u32,
+    pub max_ms: u32,
+    pub min_speech_ms: u32,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            hints: Vec::new(),
+            no_input_ms: 5000,
+            end_silence_ms: 700,
+            max_ms: 15_000,
+            min_speech_ms: 200,
+        }
+    }
+}
+
+/// One recognised word; times in ms since the verb started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Word {
+    pub text: String,
+    pub start_ms: u32,
+    pub end_ms: u32,
+}
+
+/// What the caller said or pressed in one turn.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Utterance {
+    pub text: String,
+    pub confidence: f32,
+    pub start_ms: u32,
+    pub end_ms: u32,
+    pub words: Vec<Word>,
+    pub digits: String,
+}
+
+/// What may interrupt a `speak`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Interruptible {
+    #[default]
+    None,
+    Dtmf,
+    Speech,
+    Any,
+}
+
+impl Interruptible {
+    pub fn by_dtmf(self) -> bool {
+        matches!(self, Interruptible::Dtmf | Interruptible::Any)
+    }
+
+    pub fn by_speech(self) -> bool {
+        matches!(self, Interruptible::Speech | Interruptible::Any)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpeakOptions {
+    pub voice: Option<String>,
+    pub interruptible: Interruptible,
+    pub listen: ListenOptions,
+}
+
+/// How a `speak` went, from the audio actually sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Spoken {
+    pub completed: bool,
+    pub heard_text: String,
+    pub heard_ms: u32,
+    pub interruption: Option<Utterance>,
+}
+
 /// An event a flow emitted with `events.emit`, already validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowEvent {
@@ -140,6 +218,15 @@ pub trait CallControl: Send {
     async fn transfer(&mut self, target: String) -> CallResult<()>;
     async fn send_dtmf(&mut self, digits: String) -> CallResult<()>;
     async fn pause(&mut self, ms: u32) -> CallResult<()>;
+    /// Waits for the caller's next utterance and recognises it; `None` if nobody spoke (or
+    /// pressed a key) in time. Calls without speech recognition fail with `Failed`.
+    async fn listen(&mut self, _opts: ListenOptions) -> CallResult<Option<Utterance>> {
+        Err(CallError::Failed("listen: this call has no speech recognition".into()))
+    }
+    /// Speaks `text`, interruptible as `opts` says, and reports what the caller heard.
+    async fn speak(&mut self, _text: String, _opts: SpeakOptions) -> CallResult<Spoken> {
+        Err(CallError::Failed("speak: this call has no speech engine".into()))
+    }
     /// Record a call variable; never blocks.
     fn set_var(&mut self, key: String, value: String);
     /// End the call; idempotent, never blocks the flow for long.

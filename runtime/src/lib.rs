@@ -37,3 +37,4 @@ pub mod rng;
 pub mod routing;
 pub mod sandbox;
 pub mod sim;
+pub mod speech;

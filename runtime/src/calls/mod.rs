@@ -48,6 +48,7 @@ use crate::manifest::Manifest;
 use crate::prompts::{self, PromptError, Prompts};
 pub use crate::routing::{Route, Router, weighted_index};
 use crate::sim::speech_ms;
+use crate::speech::SpeechEngine;
 use std::path::PathBuf;
 use voxide_media::sdp::{self, Codec, Direction as MediaDirection};
 use voxide_media::session::{
@@ -58,6 +59,7 @@ use voxide_media::session::{
 mod campaign;
 mod dial;
 mod dispatch;
+mod listen;
 mod originate;
 mod rendezvous;
 mod signals;
@@ -167,6 +169,9 @@ pub struct MediaServices {
     pub engine: MediaEngine,
     pub prompts: Prompts,
     pub recordings_dir: PathBuf,
+    /// The speech recognizer for `listen` and speech barge-in, or why there is none (said
+    /// to a flow that listens).
+    pub speech: Result<Arc<SpeechEngine>, String>,
     /// Rooms by name; an entry does not keep its room alive.
     rooms: std::sync::Mutex<HashMap<String, WeakRoom>>,
     /// Callers waiting in queues, longest-waiting first.
@@ -186,10 +191,17 @@ impl MediaServices {
             engine,
             prompts,
             recordings_dir,
+            speech: Err("no speech recognizer is configured".into()),
             rooms: Default::default(),
             queues: Default::default(),
             members: Default::default(),
         }
+    }
+
+    /// With speech recognition (`Err`: why there is none, for flows that listen).
+    pub fn with_speech(mut self, speech: Result<Arc<SpeechEngine>, String>) -> MediaServices {
+        self.speech = speech;
+        self
     }
 }
 

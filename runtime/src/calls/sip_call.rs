@@ -3,6 +3,7 @@
 //! `conference`: rendezvous.rs).
 
 use super::*;
+use crate::call::{ListenOptions, SpeakOptions, Spoken, Utterance};
 
 impl SipCall {
     pub(super) fn new(
@@ -528,6 +529,33 @@ impl CallControl for SipCall {
             let pcm = self.speech(prompt, None).await?;
             self.play_pcm(pcm, true).await?;
         }
+        // `speech: true` listens (open vocabulary) through the same path as `listen`; a key
+        // press ends that and the digits are collected as usual. Without a recognizer the
+        // flag is ignored, as the WIT says.
+        let recognizer = self.media.as_ref().is_some_and(|m| m.speech.is_ok());
+        if opts.speech && recognizer && self.dtmf.is_empty() {
+            let listen = ListenOptions {
+                no_input_ms: opts.timeout_ms.clamp(100, 60_000),
+                ..ListenOptions::default()
+            };
+            match self.listen_turn(listen).await? {
+                None => {
+                    return Ok(GatherResult {
+                        digits: String::new(),
+                        speech: None,
+                        timed_out: true,
+                    });
+                }
+                Some(u) if u.digits.is_empty() => {
+                    return Ok(GatherResult {
+                        digits: String::new(),
+                        speech: Some(u.text),
+                        timed_out: false,
+                    });
+                }
+                Some(u) => u.digits.chars().rev().for_each(|d| self.dtmf.push_front(d)),
+            }
+        }
         let finish = opts.finish_on_key.clone().unwrap_or_default();
         let mut digits = String::new();
         loop {
@@ -596,6 +624,14 @@ impl CallControl for SipCall {
 
     async fn pause(&mut self, ms: u32) -> CallResult<()> {
         self.wait(u64::from(ms)).await
+    }
+
+    async fn listen(&mut self, opts: ListenOptions) -> CallResult<Option<Utterance>> {
+        self.listen_turn(opts).await
+    }
+
+    async fn speak(&mut self, text: String, opts: SpeakOptions) -> CallResult<Spoken> {
+        self.speak_text(text, opts).await
     }
 
     fn set_var(&mut self, key: String, value: String) {

@@ -1,5 +1,6 @@
-//! Host side of the `voxide:flow@0.1.0` imports: the one bindgen site, and the glue from each
-//! WIT function to the call's [`CallControl`], the tenant's KV namespace and the log.
+//! Host side of the `voxide:flow` imports (0.1.0, and 0.2.0's `speech`): the bindgen sites,
+//! and the glue from each WIT function to the call's [`CallControl`], the tenant's KV
+//! namespace and the log.
 //!
 //! Host functions return `wasmtime::Result<Result<T, CallError>>`: the outer error traps the
 //! guest (host bug or broken invariant), the inner one is an ordinary error the flow handles.
@@ -29,7 +30,29 @@ pub(crate) mod bindings {
     });
 }
 
+/// `voxide:flow@0.2.0`: the 0.1.0 world plus `speech`. Its 0.1.0 interfaces are the ones
+/// generated above (`with`), so one host implementation serves both versions, and its
+/// `FlowPre` instantiates flows of either version (they export the same 0.1.0 handler).
+#[allow(unsafe_code, missing_debug_implementations, clippy::all)]
+pub(crate) mod bindings_v2 {
+    wasmtime::component::bindgen!({
+        path: "../wit/flow-0.2.0",
+        world: "voxide:flow/flow@0.2.0",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "voxide:flow/types@0.1.0": super::bindings::voxide::flow::types,
+            "voxide:flow/call@0.1.0": super::bindings::voxide::flow::call,
+            "voxide:flow/events@0.1.0": super::bindings::voxide::flow::events,
+            "voxide:flow/kv@0.1.0": super::bindings::voxide::flow::kv,
+            "voxide:flow/log@0.1.0": super::bindings::voxide::flow::log,
+            "voxide:flow/handler@0.1.0": super::bindings::exports::voxide::flow::handler,
+        },
+    });
+}
+
 use bindings::voxide::flow::{call as wit_call, events, kv, log, types as wit};
+use bindings_v2::voxide::flow0_2_0::speech as wit_speech;
 
 /// The export every flow must provide; named in load errors.
 pub const HANDLER_EXPORT: &str = voxide_store::FLOW_WORLD;
@@ -220,6 +243,110 @@ impl wit_call::Host for FlowState {
             self.call_over = true;
         }
         Ok(())
+    }
+}
+
+const MAX_HINTS: usize = 256;
+const MAX_HINT_LEN: usize = 512;
+const MAX_LISTEN_MS: u32 = 60_000;
+
+/// `listen-options` with defaults for zero fields, checked: hints parse, times in range.
+fn listen_options(o: wit_speech::ListenOptions) -> CallResult<call::ListenOptions> {
+    let defaults = call::ListenOptions::default();
+    let or = |v: u32, d: u32| if v == 0 { d } else { v };
+    let opts = call::ListenOptions {
+        no_input_ms: or(o.no_input_ms, defaults.no_input_ms),
+        end_silence_ms: or(o.end_silence_ms, defaults.end_silence_ms),
+        max_ms: or(o.max_ms, defaults.max_ms),
+        min_speech_ms: or(o.min_speech_ms, defaults.min_speech_ms),
+        hints: o.hints,
+    };
+    check(opts.hints.len() <= MAX_HINTS, || {
+        format!("{} hints; the limit is {MAX_HINTS}", opts.hints.len())
+    })?;
+    if let Some(h) = opts.hints.iter().find(|h| h.len() > MAX_HINT_LEN) {
+        return Err(CallError::InvalidArgument(format!(
+            "hint {:?}… is over {MAX_HINT_LEN} bytes",
+            truncate(h.clone(), 40)
+        )));
+    }
+    if !opts.hints.is_empty() {
+        voxide_speech::Grammar::from_hints(&opts.hints)
+            .map_err(|e| CallError::InvalidArgument(format!("hints: {e}")))?;
+    }
+    for (name, v, range) in [
+        ("no-input-ms", opts.no_input_ms, 100..=MAX_LISTEN_MS),
+        ("end-silence-ms", opts.end_silence_ms, 100..=10_000),
+        ("max-ms", opts.max_ms, 500..=MAX_LISTEN_MS),
+        ("min-speech-ms", opts.min_speech_ms, 40..=5_000),
+    ] {
+        check(range.contains(&v), || {
+            format!("{name} is {v}; use {}-{} (0 = default)", range.start(), range.end())
+        })?;
+    }
+    Ok(opts)
+}
+
+impl wit_speech::Host for FlowState {
+    async fn listen(
+        &mut self,
+        opts: wit_speech::ListenOptions,
+    ) -> HostResult<Option<wit_speech::Utterance>> {
+        match listen_options(opts) {
+            Ok(opts) => {
+                let result = self.call.listen(opts).await;
+                Ok(self.finish(true, result).map(|u| u.map(Into::into)))
+            }
+            Err(e) => Ok(self.finish(false, Err(e))),
+        }
+    }
+
+    async fn speak(
+        &mut self,
+        text: String,
+        opts: wit_speech::SpeakOptions,
+    ) -> HostResult<wit_speech::Spoken> {
+        let checked = check_text("speak text", &text).and_then(|()| {
+            Ok(call::SpeakOptions {
+                voice: opts.voice,
+                interruptible: match opts.interruptible {
+                    wit_speech::Interruptible::None => call::Interruptible::None,
+                    wit_speech::Interruptible::Dtmf => call::Interruptible::Dtmf,
+                    wit_speech::Interruptible::Speech => call::Interruptible::Speech,
+                    wit_speech::Interruptible::Any => call::Interruptible::Any,
+                },
+                listen: listen_options(opts.listen)?,
+            })
+        });
+        match checked {
+            Ok(opts) => {
+                let result = self.call.speak(text, opts).await;
+                Ok(self.finish(true, result).map(|s| wit_speech::Spoken {
+                    completed: s.completed,
+                    heard_text: s.heard_text,
+                    heard_ms: s.heard_ms,
+                    interruption: s.interruption.map(Into::into),
+                }))
+            }
+            Err(e) => Ok(self.finish(false, Err(e))),
+        }
+    }
+}
+
+impl From<call::Utterance> for wit_speech::Utterance {
+    fn from(u: call::Utterance) -> Self {
+        wit_speech::Utterance {
+            text: u.text,
+            confidence: u.confidence,
+            start_ms: u.start_ms,
+            end_ms: u.end_ms,
+            words: u
+                .words
+                .into_iter()
+                .map(|w| wit_speech::Word { text: w.text, start_ms: w.start_ms, end_ms: w.end_ms })
+                .collect(),
+            digits: u.digits,
+        }
     }
 }
 

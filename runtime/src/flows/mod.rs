@@ -1,5 +1,5 @@
 //! The flow engine: compiles flow components once, then runs one sandboxed instance per call.
-//! The world `voxide:flow@0.1.0` on the shared [`crate::sandbox`].
+//! The worlds `voxide:flow@0.1.0` and `@0.2.0` on the shared [`crate::sandbox`].
 //!
 //! Lifecycle: [`FlowEngine::load`] validates a component (is it a component, does it export
 //! `voxide:flow/handler@0.1.0`, are all its imports ones we provide), compiles it with Cranelift
@@ -86,7 +86,7 @@ impl Default for FlowEngineConfig {
 #[derive(Clone)]
 pub struct Flow(Arc<Compiled<FlowPre>>);
 
-type FlowPre = host::bindings::FlowPre<FlowState>;
+type FlowPre = host::bindings_v2::FlowPre<FlowState>;
 
 impl std::fmt::Debug for Flow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -218,7 +218,9 @@ impl Guest for FlowState {
     }
 }
 
-/// `voxide:flow@0.1.0`: exports the handler, imports the call, KV, events, log and WASI.
+/// `voxide:flow@0.1.0` and `@0.2.0`: exports the (0.1.0) handler, imports the call, KV,
+/// events, log, 0.2.0's speech and WASI. One linker and one `FlowPre` serve both versions: a
+/// 0.1.0 flow simply imports less.
 struct FlowWorld;
 
 impl World for FlowWorld {
@@ -226,17 +228,18 @@ impl World for FlowWorld {
     type Pre = FlowPre;
     const EXPORT: &'static str = HANDLER_EXPORT;
     const IMPORTS: &'static str =
-        "flows may import only voxide:flow@0.1.0 and wasi:* 0.2 interfaces";
+        "flows may import only voxide:flow@0.1.0, voxide:flow/speech@0.2.0 and wasi:* 0.2";
 
     fn provides(import: &str) -> bool {
         import.starts_with("wasi:")
             || (import.starts_with("voxide:flow/") && import.ends_with("@0.1.0"))
+            || import == "voxide:flow/speech@0.2.0"
     }
 
     fn link(linker: &mut Linker<FlowState>) -> anyhow::Result<()> {
         wasmtime_wasi::p2::add_to_linker_async(linker)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
-        host::bindings::Flow::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+        host::bindings_v2::Flow::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking voxide:flow: {e:#}"))
     }
 
@@ -382,7 +385,11 @@ impl FlowEngine {
             match flow.0.pre.instantiate_async(&mut store).await {
                 Err(e) => Err(Fault::Instantiate(e)),
                 Ok(bindings) => {
-                    match bindings.voxide_flow_handler().call_handle(&mut store, &wit_info).await {
+                    match bindings
+                        .voxide_flow0_1_0_handler()
+                        .call_handle(&mut store, &wit_info)
+                        .await
+                    {
                         Ok(r) => Ok(r),
                         Err(e) => Err(Fault::Trap(e)),
                     }

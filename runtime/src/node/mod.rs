@@ -425,11 +425,21 @@ impl NodeBuilder {
             }
         };
         let assets = config.media.assets.clone().unwrap_or_else(|| data_dir.join("assets"));
-        let media = Arc::new(MediaServices::new(
-            MediaEngine::new(media_config),
-            Prompts::new(tts, Some(assets), Some(data_dir.join("tts"))),
-            data_dir.join("recordings"),
-        ));
+        let speech = crate::speech::SpeechEngine::debian_en_us().map_err(|e| {
+            let why = format!("no speech recognition: {e}");
+            started.warnings.push(format!(
+                "{why}; listen() fails (apt install libpocketsphinx-dev pocketsphinx-en-us)"
+            ));
+            why
+        });
+        let media = Arc::new(
+            MediaServices::new(
+                MediaEngine::new(media_config),
+                Prompts::new(tts, Some(assets), Some(data_dir.join("tts"))),
+                data_dir.join("recordings"),
+            )
+            .with_speech(speech),
+        );
 
         let (sip, sip_events) = server.spawn();
         let services = calls::CallServices {

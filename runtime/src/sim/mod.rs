@@ -21,7 +21,8 @@ pub use scenario::{
 
 use crate::call::{
     CallControl, CallError, CallId, CallInfo, CallResult, DialOptions, DialOutcome, FlowEvent,
-    GatherOptions, GatherResult, LogLevel, RecordOptions, Recording, SayOptions,
+    GatherOptions, GatherResult, ListenOptions, LogLevel, RecordOptions, Recording, SayOptions,
+    SpeakOptions, Spoken, Utterance,
 };
 use crate::flows::{Flow, FlowEngine, FlowOutcome};
 use crate::kv::KvNamespace;
@@ -72,29 +73,92 @@ pub struct Entry {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Step {
     Answer,
-    Reject { code: u16 },
-    Say { text: String, interrupted: bool },
-    Play { media: String },
-    GatherStart { max_digits: u32, timeout_ms: u32 },
-    Gathered { digits: String, speech: Option<String>, timed_out: bool },
-    Dtmf { digit: char },
-    Speech { text: String },
+    Reject {
+        code: u16,
+    },
+    Say {
+        text: String,
+        interrupted: bool,
+    },
+    Play {
+        media: String,
+    },
+    GatherStart {
+        max_digits: u32,
+        timeout_ms: u32,
+    },
+    Gathered {
+        digits: String,
+        speech: Option<String>,
+        timed_out: bool,
+    },
+    Dtmf {
+        digit: char,
+    },
+    Speech {
+        text: String,
+    },
+    /// A `listen` ended: what was heard (`None`: nothing in time), or the keys that ended it.
+    Heard {
+        text: Option<String>,
+        digits: String,
+    },
+    /// A `speak` was cut short after `heard_ms`; the caller heard `heard_text`.
+    Interrupted {
+        heard_ms: u32,
+        heard_text: String,
+    },
     Beep,
     RecordStart,
-    Recorded { id: String, duration_ms: u32, ended_by: String },
-    Dial { targets: Vec<String> },
-    DialResult { result: String, detail: String },
-    Enqueue { queue: String },
-    Conference { room: String },
-    Transfer { target: String },
-    SendDtmf { digits: String },
-    Pause { ms: u32 },
-    SetVar { key: String, value: String },
-    Hangup { by: String },
-    Event { name: String, payload: serde_json::Value },
-    Log { level: String, message: String },
-    Note { text: String },
-    Outcome { outcome: String, detail: String },
+    Recorded {
+        id: String,
+        duration_ms: u32,
+        ended_by: String,
+    },
+    Dial {
+        targets: Vec<String>,
+    },
+    DialResult {
+        result: String,
+        detail: String,
+    },
+    Enqueue {
+        queue: String,
+    },
+    Conference {
+        room: String,
+    },
+    Transfer {
+        target: String,
+    },
+    SendDtmf {
+        digits: String,
+    },
+    Pause {
+        ms: u32,
+    },
+    SetVar {
+        key: String,
+        value: String,
+    },
+    Hangup {
+        by: String,
+    },
+    Event {
+        name: String,
+        payload: serde_json::Value,
+    },
+    Log {
+        level: String,
+        message: String,
+    },
+    Note {
+        text: String,
+    },
+    Outcome {
+        outcome: String,
+        detail: String,
+    },
 }
 
 impl fmt::Display for Step {
@@ -125,6 +189,14 @@ impl fmt::Display for Step {
             }
             Step::Dtmf { digit } => write!(f, "presses {digit}"),
             Step::Speech { text } => write!(f, "says {text:?}"),
+            Step::Heard { text: Some(text), .. } => write!(f, "listen -> {text:?}"),
+            Step::Heard { text: None, digits } if digits.is_empty() => {
+                write!(f, "listen -> nothing (no input)")
+            }
+            Step::Heard { digits, .. } => write!(f, "listen -> keys {digits:?}"),
+            Step::Interrupted { heard_ms, heard_text } => {
+                write!(f, "speech interrupted after {heard_ms} ms; heard {heard_text:?}")
+            }
             Step::Beep => write!(f, "beep"),
             Step::RecordStart => write!(f, "record starts"),
             Step::Recorded { id, duration_ms, ended_by } => {
@@ -340,6 +412,41 @@ impl SimCall {
         Ok(())
     }
 
+    /// What the simulated recognizer makes of `text`: lower case words (it hears perfectly).
+    fn recognised(text: &str) -> String {
+        text.split_whitespace()
+            .map(|w| w.chars().filter(|c| c.is_alphanumeric() || *c == '\'').collect::<String>())
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    }
+
+    /// The caller's utterance that began now and ends at `end_ms`, heard once `end_silence`
+    /// has passed after it; times relative to `since`.
+    fn utterance(&mut self, text: &str, end_ms: u64, end_silence: u32, since: u64) -> Utterance {
+        let start = self.now;
+        self.advance(end_ms + u64::from(end_silence), false, false);
+        let rel = |ms: u64| u32::try_from(ms.saturating_sub(since)).unwrap_or(u32::MAX);
+        let text = Self::recognised(text);
+        self.push(Actor::Flow, Step::Heard { text: Some(text.clone()), digits: String::new() });
+        Utterance {
+            text,
+            confidence: 1.0,
+            start_ms: rel(start),
+            end_ms: rel(end_ms),
+            ..Utterance::default()
+        }
+    }
+
+    /// The keys waiting, as the turn they ended.
+    fn keys(&mut self, since: u64) -> Utterance {
+        let digits: String = self.typeahead.drain(..).collect();
+        self.push(Actor::Flow, Step::Heard { text: None, digits: digits.clone() });
+        let at = u32::try_from(self.now - since).unwrap_or(u32::MAX);
+        Utterance { digits, start_ms: at, end_ms: at, ..Utterance::default() }
+    }
+
     /// Rings until the talk is over; shared by dial and enqueue. Returns the talk time.
     fn bridge(&mut self, ring_ms: u64, talk_ms: u64, who: &str) -> CallResult<u32> {
         if let Stop::Hangup = self.advance(self.now + ring_ms, false, false) {
@@ -452,6 +559,71 @@ impl CallControl for SimCall {
             return Err(CallError::Hangup);
         }
         Ok(result)
+    }
+
+    async fn listen(&mut self, opts: ListenOptions) -> CallResult<Option<Utterance>> {
+        self.live()?;
+        let since = self.now;
+        if !self.typeahead.is_empty() {
+            return Ok(Some(self.keys(since)));
+        }
+        match self.advance(self.now + u64::from(opts.no_input_ms), true, true) {
+            Stop::Hangup => Err(CallError::Hangup),
+            Stop::Deadline => {
+                self.push(Actor::Flow, Step::Heard { text: None, digits: String::new() });
+                Ok(None)
+            }
+            Stop::Dtmf(_) => Ok(Some(self.keys(since))),
+            Stop::Speech { text, end_ms } => {
+                let u = self.utterance(&text, end_ms, opts.end_silence_ms, since);
+                if self.ended.is_some() {
+                    return Err(CallError::Hangup);
+                }
+                Ok(Some(u))
+            }
+        }
+    }
+
+    async fn speak(&mut self, text: String, opts: SpeakOptions) -> CallResult<Spoken> {
+        self.live()?;
+        let (by_dtmf, by_speech) = (opts.interruptible.by_dtmf(), opts.interruptible.by_speech());
+        let start = self.now;
+        let ms = speech_ms(&text);
+        self.push(Actor::Flow, Step::Say { text: text.clone(), interrupted: false });
+        let heard = |sent: u64| {
+            let heard_text = crate::speech::heard_words(&text, 0, ms as usize, sent as usize);
+            (u32::try_from(sent).unwrap_or(u32::MAX), heard_text)
+        };
+        let stop = if by_dtmf && !self.typeahead.is_empty() {
+            Stop::Dtmf('?')
+        } else {
+            self.advance(start + ms, by_dtmf, by_speech)
+        };
+        let (heard_ms, interruption) = match stop {
+            Stop::Hangup => return Err(CallError::Hangup),
+            Stop::Deadline => {
+                let (heard_ms, heard_text) = heard(ms);
+                return Ok(Spoken { completed: true, heard_text, heard_ms, interruption: None });
+            }
+            Stop::Dtmf(_) => (self.now - start, None),
+            // Barge-in is detected once the caller has spoken for min-speech.
+            Stop::Speech { text, end_ms } => (
+                (self.now + u64::from(opts.listen.min_speech_ms) - start).min(ms),
+                Some((text, end_ms)),
+            ),
+        };
+        let (heard_ms, heard_text) = heard(heard_ms);
+        self.push(Actor::Host, Step::Interrupted { heard_ms, heard_text: heard_text.clone() });
+        let interruption = match interruption {
+            Some((said, end_ms)) => {
+                self.utterance(&said, end_ms, opts.listen.end_silence_ms, start)
+            }
+            None => self.keys(start),
+        };
+        if self.ended.is_some() {
+            return Err(CallError::Hangup);
+        }
+        Ok(Spoken { completed: false, heard_text, heard_ms, interruption: Some(interruption) })
     }
 
     async fn record(&mut self, opts: RecordOptions) -> CallResult<Recording> {
