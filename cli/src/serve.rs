@@ -41,7 +41,8 @@ pub struct Args {
 
 /// The sample flows deployed (and routed by their names) on the first start of a store
 /// when no config file is given.
-const SAMPLES: [&str; 5] = ["hello", "ivr-menu", "voicemail", "conference", "agent"];
+const SAMPLES: [&str; 6] =
+    ["hello", "ivr-menu", "voicemail", "conference", "agent", "receptionist"];
 
 fn samples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sample-flows")

@@ -2430,3 +2430,147 @@ fn vox_kb_adds_searches_and_removes_the_documents_flows_answer_from() {
     let err = vox_remote_fails(&server, &["kb", "rm", "clinic-faq"]);
     assert!(err.contains("not found"), "{err}");
 }
+
+/// espeak-ng saying `text`, at 8 kHz.
+fn espeak(text: &str) -> Vec<i16> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("said.wav");
+    let status =
+        Command::new("espeak-ng").args(["-v", "en-us", "-w"]).arg(&file).arg(text).status();
+    assert!(status.expect("espeak-ng is installed (scripts/test.sh installs it)").success());
+    let audio = voxide_media::wav::read_wav(&std::fs::read(&file).unwrap()).unwrap();
+    voxide_media::resample::resample(&audio.samples, audio.sample_rate, 8000).unwrap()
+}
+
+/// Word-level edit distance.
+fn word_errors(reference: &[&str], hypothesis: &[&str]) -> usize {
+    let mut row: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, h) in hypothesis.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(r != h)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[hypothesis.len()]
+}
+
+/// The payloads of flow events named `name` on `server`, oldest first.
+fn flow_events(server: &Server, name: &str) -> Vec<serde_json::Value> {
+    let events = vox_json(server, &["events", "--limit", "1000"]);
+    let mut events: Vec<&serde_json::Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "flow.event" && e["data"]["name"] == name)
+        .collect();
+    events.sort_by_key(|e| e["seq"].as_i64());
+    events.iter().map(|e| e["data"]["payload"].clone()).collect()
+}
+
+#[test]
+fn receptionist_hears_what_the_caller_says_and_knows_what_they_heard_of_an_interrupted_answer() {
+    let config = format!(
+        "[[routes]]\nmatch = \"desk\"\nflow = {:?}\n",
+        repo().join("sample-flows/receptionist")
+    );
+    let server = serve_config(&config, &[]);
+    // What the caller says, with pauses for the receptionist's replies (each may be cut short
+    // by the next utterance, which is then heard as an interruption).
+    let said = [
+        "seven three five",
+        "my name is alice",
+        "yes",
+        "no thank you",
+        "four two",
+        "i want to talk to sales",
+        "carol",
+        "yes please",
+        "one eight zero nine",
+        "support please",
+    ];
+    let pause = |ms: usize| vec![0i16; ms * 8];
+    let mut audio = pause(500);
+    for text in said {
+        audio.extend(espeak(text));
+        audio.extend(pause(3000));
+    }
+    // Then the long answer, interrupted two seconds in; then goodbye.
+    audio.extend(espeak("what are your hours"));
+    audio.extend(pause(3000));
+    audio.extend(espeak("stop"));
+    audio.extend(pause(3000));
+    audio.extend(espeak("goodbye"));
+    audio.extend(pause(4000));
+    // Low line noise, as a phone line has.
+    for (i, s) in audio.iter_mut().enumerate() {
+        *s = s.saturating_add(((i.wrapping_mul(2_654_435_761) >> 7) % 65) as i16 - 32);
+    }
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("audio.wav"), ulaw_wav(&audio)).unwrap();
+    let media_port = free_port().to_string();
+    let seconds = audio.len() / 8000 + 30;
+    let (ok, out) = run_sipp_in(
+        work.path(),
+        "uac-send-audio.xml",
+        free_port(),
+        Some(server.addr),
+        seconds as u32,
+        &["-s", "desk", "-mp", &media_port],
+    );
+    assert!(ok, "the receptionist did not hang up after goodbye:\n{out}\n{}", server_log(&server));
+    vox_until(&server, &["events", "--limit", "1000"], 10, |e| {
+        e.as_array().unwrap().iter().any(|e| e["type"] == "call.completed")
+    });
+    let turns = flow_events(&server, "speech.heard");
+    let texts: Vec<String> =
+        turns.iter().map(|t| t["text"].as_str().unwrap_or_default().to_owned()).collect();
+    // Every utterance is one turn; WER over the whole conversation.
+    let mut reference: Vec<&str> = said.iter().flat_map(|s| s.split_whitespace()).collect();
+    reference.extend(["what", "are", "your", "hours", "stop", "goodbye"]);
+    let all = texts.join(" ");
+    let hypothesis: Vec<&str> = all.split_whitespace().collect();
+    let errors = word_errors(&reference, &hypothesis);
+    let wer = errors as f64 / reference.len() as f64;
+    for t in &turns {
+        eprintln!("heard {:<28} confidence {}", t["text"], t["confidence"]);
+    }
+    eprintln!(
+        "receptionist over RTP: {} turns for {} utterances, word error rate {errors}/{} = {:.1} %",
+        turns.len(),
+        said.len() + 3,
+        reference.len(),
+        wer * 100.0
+    );
+    assert!(wer <= 0.3, "word error rate {:.1} %: heard {texts:?}", wer * 100.0);
+    // The hours answer was cut short by "stop": the caller heard its start, and the audio
+    // sent stops where the caller's speech was detected (it began min-speech earlier).
+    let spoken = flow_events(&server, "speech.spoken");
+    let hours = spoken
+        .iter()
+        .find(|s| s["text"].as_str().is_some_and(|t| t.starts_with("We are open")))
+        .unwrap_or_else(|| panic!("no hours answer in {spoken:?}"));
+    assert_eq!(hours["completed"], false, "{hours}");
+    let (text, heard) = (hours["text"].as_str().unwrap(), hours["heard_text"].as_str().unwrap());
+    let heard_words: Vec<&str> = heard.split_whitespace().collect();
+    let text_words: Vec<&str> = text.split_whitespace().collect();
+    assert!(
+        !heard_words.is_empty()
+            && heard_words.len() < text_words.len()
+            && text_words.starts_with(&heard_words),
+        "heard {heard:?} is not a prefix of the answer"
+    );
+    let heard_ms = hours["heard_ms"].as_i64().unwrap();
+    let interrupted_at = hours["interrupted_at_ms"].as_i64().unwrap();
+    eprintln!(
+        "hours answer cut at {heard_ms} ms (speech began at {interrupted_at} ms): heard {heard:?}"
+    );
+    // Sent until the barge-in was detected: min-speech (200 ms) after the speech began, plus a
+    // frame or two of the tap and the media task.
+    let lag = heard_ms - interrupted_at;
+    assert!((150..=600).contains(&lag), "audio stopped {lag} ms after the caller began");
+    // The answer was about 12 s; "stop" came 3 s after "what are your hours" ended.
+    assert!((1000..=4000).contains(&heard_ms), "heard {heard_ms} ms of the answer");
+}

@@ -1,7 +1,7 @@
 //! Write Voxide call flows in plain Rust.
 //!
 //! A flow is a WebAssembly component that Voxide runs once per call. This crate hides the
-//! generated WIT bindings (`voxide:flow@0.1.0`) behind a small, typed API: implement [`Flow`]
+//! generated WIT bindings (`voxide:flow@0.2.0`, which includes 0.1.0) behind a small, typed API: implement [`Flow`]
 //! for a type, register it with [`flow!`], and drive the call through [`Call`] in straight-line
 //! code. Every call action blocks the flow until it has finished, so an IVR reads top to bottom:
 //!
@@ -43,8 +43,10 @@ use std::fmt;
 pub mod bindings {
     // One bindgen site for the whole SDK; flow crates reach it only through `flow!`.
     wit_bindgen::generate!({
-        path: "../wit/flow",
-        world: "voxide:flow/flow@0.1.0",
+        path: "../wit/flow-0.2.0",
+        world: "voxide:flow/flow@0.2.0",
+        // The 0.1.0 interfaces the 0.2.0 world includes are generated here too.
+        generate_all,
         pub_export_macro: true,
         default_bindings_module: "::voxide_guest::bindings",
         runtime_path: "::voxide_guest::__wit_bindgen_rt::rt",
@@ -54,9 +56,10 @@ pub mod bindings {
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen_rt;
 
-use bindings::voxide::flow::{
+use bindings::voxide::flow0_1_0::{
     call as wit_call, events as wit_events, kv as wit_kv, log as wit_log, types as wit,
 };
+use bindings::voxide::flow0_2_0::speech as wit_speech;
 
 /// Everything a flow usually needs: `use voxide_guest::prelude::*;`.
 ///
@@ -71,7 +74,7 @@ use bindings::voxide::flow::{
 pub mod prelude {
     pub use crate::{
         Call, CallInfo, Dial, DialOutcome, Direction, Error, Event, Flow, Gather, GatherResult,
-        Record, Recording, Result, Say,
+        Interruptible, Listen, Record, Recording, Result, Say, Speak, Spoken, Utterance,
     };
 }
 
@@ -125,9 +128,9 @@ macro_rules! flow {
     ($flow:ty) => {
         const _: () = {
             struct __VoxideHandler;
-            impl $crate::bindings::exports::voxide::flow::handler::Guest for __VoxideHandler {
+            impl $crate::bindings::exports::voxide::flow0_1_0::handler::Guest for __VoxideHandler {
                 fn handle(
-                    info: $crate::bindings::voxide::flow::types::CallInfo,
+                    info: $crate::bindings::voxide::flow0_1_0::types::CallInfo,
                 ) -> ::core::result::Result<(), ::std::string::String> {
                     $crate::__run::<$flow>(info)
                 }
@@ -455,6 +458,56 @@ impl Call {
         Ok(GatherResult { digits: r.digits, speech: r.speech, timed_out: r.timed_out })
     }
 
+    /// Wait for the caller to say something and recognise it; `Ok(None)` if nobody spoke or
+    /// pressed a key in time. Needs flow 0.2.0 (this SDK) and a host with speech recognition.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// call.say("Would you like a callback?")?;
+    /// match call.listen(Listen::hints(["yes", "no"]))? {
+    ///     Some(u) if u.text == "yes" => call.say("We will call you back")?,
+    ///     Some(_) => call.say("OK, goodbye")?,
+    ///     None => call.say("I did not hear anything")?,
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn listen(&self, listen: Listen) -> Result<Option<Utterance>> {
+        Ok(wit_speech::listen(&listen.0)?.map(Into::into))
+    }
+
+    /// Speak text, interruptibly as `speak` says, and learn what the caller heard of it.
+    ///
+    /// ```no_run
+    /// # use voxide_guest::prelude::*;
+    /// # fn f(call: &Call) -> Result<()> {
+    /// let spoken = call.speak(Speak::text("Here is a long answer").interruptible(Interruptible::Speech))?;
+    /// if !spoken.completed {
+    ///     call.set_var("heard", &spoken.heard_text);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn speak(&self, speak: impl Into<Speak>) -> Result<Spoken> {
+        let speak = speak.into();
+        let opts = wit_speech::SpeakOptions {
+            voice: speak.voice,
+            interruptible: match speak.interruptible {
+                Interruptible::None => wit_speech::Interruptible::None,
+                Interruptible::Dtmf => wit_speech::Interruptible::Dtmf,
+                Interruptible::Speech => wit_speech::Interruptible::Speech,
+                Interruptible::Any => wit_speech::Interruptible::Any,
+            },
+            listen: speak.listen.0,
+        };
+        let s = wit_speech::speak(&speak.text, &opts)?;
+        Ok(Spoken {
+            completed: s.completed,
+            heard_text: s.heard_text,
+            heard_ms: s.heard_ms,
+            interruption: s.interruption.map(Into::into),
+        })
+    }
+
     /// Record the caller until max duration, silence, a finish key or hang-up.
     ///
     /// ```no_run
@@ -595,6 +648,177 @@ impl Call {
         let payload = event.payload();
         wit_events::emit(&event.name, &payload).map_err(Error::InvalidArgument)
     }
+}
+
+/// Options for [`Call::listen`] (and how [`Speak`] hears an interruption). Zero fields mean
+/// the host's defaults: 5 s for the caller to start, 700 ms of silence ends the turn, 15 s at
+/// most, 200 ms of speech to count.
+///
+/// ```
+/// # use voxide_guest::Listen;
+/// let yes_no = Listen::hints(["yes", "no", "yes please", "no thank you"]).no_input_ms(4000);
+/// let number = Listen::hints(["[my number is] <digits>"]).end_silence_ms(1200);
+/// let anything = Listen::new();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Listen(wit_speech::ListenOptions);
+
+impl Listen {
+    /// Open vocabulary (weak on telephone audio: prefer [`Listen::hints`]).
+    pub fn new() -> Self {
+        Listen(wit_speech::ListenOptions {
+            hints: Vec::new(),
+            no_input_ms: 0,
+            end_silence_ms: 0,
+            max_ms: 0,
+            min_speech_ms: 0,
+        })
+    }
+    /// Recognise one of these phrases: words, `[optional words]`, `(one | other)`,
+    /// `<digit>` and `<digits>`.
+    pub fn hints<S: Into<String>>(hints: impl IntoIterator<Item = S>) -> Self {
+        let mut listen = Listen::new();
+        listen.0.hints = hints.into_iter().map(Into::into).collect();
+        listen
+    }
+    /// Give up (`Ok(None)`) if nobody starts speaking within `ms`.
+    pub fn no_input_ms(mut self, ms: u32) -> Self {
+        self.0.no_input_ms = ms;
+        self
+    }
+    /// The silence after speech that ends the caller's turn.
+    pub fn end_silence_ms(mut self, ms: u32) -> Self {
+        self.0.end_silence_ms = ms;
+        self
+    }
+    /// Cut an utterance that goes on longer than `ms`.
+    pub fn max_ms(mut self, ms: u32) -> Self {
+        self.0.max_ms = ms;
+        self
+    }
+    /// Speech shorter than `ms` (a cough, "mm") neither counts nor interrupts.
+    pub fn min_speech_ms(mut self, ms: u32) -> Self {
+        self.0.min_speech_ms = ms;
+        self
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen::new()
+    }
+}
+
+/// What the caller said (or pressed) in one turn.
+///
+/// ```
+/// # use voxide_guest::Utterance;
+/// fn agreed(u: &Utterance) -> bool {
+///     u.digits == "1" || u.text.starts_with("yes")
+/// }
+/// let said = Utterance { text: "yes please".into(), confidence: 0.9, ..Utterance::default() };
+/// assert!(agreed(&said));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Utterance {
+    /// The words, lower case; empty if nothing matched the hints or keys ended the turn.
+    pub text: String,
+    /// 0.0–1.0.
+    pub confidence: f32,
+    /// When the speech began and ended, in ms since the action started.
+    pub start_ms: u32,
+    pub end_ms: u32,
+    /// Each word with its (start, end) in ms since the action started.
+    pub words: Vec<(String, u32, u32)>,
+    /// Keys pressed (a key press ends the turn at once).
+    pub digits: String,
+}
+
+impl From<wit_speech::Utterance> for Utterance {
+    fn from(u: wit_speech::Utterance) -> Self {
+        Utterance {
+            text: u.text,
+            confidence: u.confidence,
+            start_ms: u.start_ms,
+            end_ms: u.end_ms,
+            words: u.words.into_iter().map(|w| (w.text, w.start_ms, w.end_ms)).collect(),
+            digits: u.digits,
+        }
+    }
+}
+
+/// What may cut a [`Speak`] short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interruptible {
+    /// Nothing: spoken to the end.
+    #[default]
+    None,
+    /// A key press.
+    Dtmf,
+    /// The caller speaking.
+    Speech,
+    /// Either.
+    Any,
+}
+
+/// Text to speak with [`Call::speak`], and what may interrupt it.
+///
+/// ```
+/// # use voxide_guest::{Interruptible, Listen, Speak};
+/// let answer = Speak::text("Our opening hours are nine to five, Monday to Friday.")
+///     .interruptible(Interruptible::Any)
+///     .listen(Listen::hints(["stop", "repeat that", "agent"]));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Speak {
+    text: String,
+    voice: Option<String>,
+    interruptible: Interruptible,
+    listen: Listen,
+}
+
+impl Speak {
+    pub fn text(text: impl Into<String>) -> Self {
+        Speak {
+            text: text.into(),
+            voice: None,
+            interruptible: Interruptible::None,
+            listen: Listen::new(),
+        }
+    }
+    /// Use a specific TTS voice.
+    pub fn voice(mut self, voice: impl Into<String>) -> Self {
+        self.voice = Some(voice.into());
+        self
+    }
+    pub fn interruptible(mut self, by: Interruptible) -> Self {
+        self.interruptible = by;
+        self
+    }
+    /// How interrupting speech is detected (`min_speech_ms`) and recognised (`hints`).
+    pub fn listen(mut self, listen: Listen) -> Self {
+        self.listen = listen;
+        self
+    }
+}
+
+impl From<&str> for Speak {
+    fn from(text: &str) -> Self {
+        Speak::text(text)
+    }
+}
+
+/// How a [`Call::speak`] went, from the audio actually sent to the caller.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Spoken {
+    /// The whole text was played.
+    pub completed: bool,
+    /// The words the caller heard: keep only these in a conversation's history.
+    pub heard_text: String,
+    /// Audio sent, in ms.
+    pub heard_ms: u32,
+    /// What interrupted (the caller's utterance, or the key in `digits`).
+    pub interruption: Option<Utterance>,
 }
 
 /// Text to speak, with options. `&str` converts into a plain, non-interruptible `Say`.
@@ -1005,6 +1229,18 @@ impl Event {
     /// ```
     pub fn num(mut self, key: &str, value: i64) -> Self {
         self.fields.push((key.to_owned(), value.to_string()));
+        self
+    }
+    /// Add a fractional number (non-finite values are written as `null`).
+    ///
+    /// ```
+    /// # use voxide_guest::Event;
+    /// let e = Event::new("speech.heard").float("confidence", 0.5);
+    /// assert_eq!(e.payload(), r#"{"confidence":0.5}"#);
+    /// ```
+    pub fn float(mut self, key: &str, value: f64) -> Self {
+        let value = if value.is_finite() { value.to_string() } else { "null".into() };
+        self.fields.push((key.to_owned(), value));
         self
     }
     /// Add a boolean field.
