@@ -335,3 +335,59 @@ impl SipCall {
         Ok(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Option<Arc<SpeechEngine>> {
+        match SpeechEngine::debian_en_us() {
+            Ok(engine) => Some(engine),
+            Err(e) if std::env::var_os("CI").is_some() => {
+                panic!("{e} (scripts/test.sh installs it)")
+            }
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                None
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hint_word_the_recognizer_does_not_know_is_an_invalid_argument_naming_it() {
+        let Some(engine) = engine() else { return };
+        let opts =
+            ListenOptions { hints: vec!["yes".into(), "frobnicate".into()], ..Default::default() };
+        match Turn::start(&engine, &opts, Some(1000)).await {
+            Err(CallError::InvalidArgument(why)) => assert!(why.contains("frobnicate"), "{why}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("an unknown word was accepted"),
+        }
+        // The recognizer went back to the pool and takes a good grammar next.
+        let opts = ListenOptions { hints: vec!["yes".into()], ..Default::default() };
+        assert!(Turn::start(&engine, &opts, Some(1000)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_turn_feeds_the_recognizer_from_just_before_the_speech_began() {
+        let Some(engine) = engine() else { return };
+        let opts = ListenOptions { hints: vec!["<digits>".into()], ..Default::default() };
+        let mut turn = Turn::start(&engine, &opts, Some(5000)).await.unwrap();
+        // 1 s of silence, 600 ms of a loud tone, silence: started once min-speech passed,
+        // fed from 300 ms before the speech.
+        let tone = |i: usize| ((i as f64 * 0.3).sin() * 8000.0) as i16;
+        let mut events = Vec::new();
+        for n in 0..150usize {
+            let loud = (50..80).contains(&n);
+            let frame: Vec<i16> =
+                (0..FRAME).map(|i| if loud { tone(n * FRAME + i) } else { 0 }).collect();
+            events.extend(turn.push(frame));
+        }
+        let Some(Endpoint::Started { at_ms }) = events.first().copied() else {
+            panic!("{events:?}")
+        };
+        assert!((1000..=1060).contains(&at_ms), "{events:?}");
+        assert_eq!(turn.fed_from, Some(at_ms - PREROLL_MS), "{events:?}");
+        assert!(matches!(events.get(1), Some(Endpoint::Ended { .. })), "{events:?}");
+    }
+}

@@ -508,3 +508,45 @@ impl From<&call::CallInfo> for wit::CallInfo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(hints: &[&str]) -> wit_speech::ListenOptions {
+        wit_speech::ListenOptions {
+            hints: hints.iter().map(|h| (*h).to_owned()).collect(),
+            no_input_ms: 0,
+            end_silence_ms: 0,
+            max_ms: 0,
+            min_speech_ms: 0,
+        }
+    }
+
+    fn invalid(o: wit_speech::ListenOptions) -> String {
+        match listen_options(o) {
+            Err(CallError::InvalidArgument(why)) => why,
+            other => panic!("expected invalid-argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn listen_options_take_defaults_for_zeros_and_refuse_what_cannot_work() {
+        let o = listen_options(opts(&["yes", "no"])).unwrap();
+        assert_eq!(
+            o,
+            call::ListenOptions { hints: vec!["yes".into(), "no".into()], ..Default::default() }
+        );
+        assert!(invalid(opts(&["(yes | no"])).contains("(yes | no"));
+        assert!(
+            invalid(wit_speech::ListenOptions { end_silence_ms: 20, ..opts(&[]) })
+                .contains("end-silence-ms is 20")
+        );
+        assert!(
+            invalid(wit_speech::ListenOptions { max_ms: 600_000, ..opts(&[]) }).contains("max-ms")
+        );
+        assert!(invalid(opts(&["x"; MAX_HINTS + 1])).contains("hints; the limit"));
+        let long = "a ".repeat(MAX_HINT_LEN);
+        assert!(invalid(opts(&[long.as_str()])).contains("bytes"));
+    }
+}
