@@ -2442,21 +2442,6 @@ fn espeak(text: &str) -> Vec<i16> {
     voxide_media::resample::resample(&audio.samples, audio.sample_rate, 8000).unwrap()
 }
 
-/// Word-level edit distance.
-fn word_errors(reference: &[&str], hypothesis: &[&str]) -> usize {
-    let mut row: Vec<usize> = (0..=hypothesis.len()).collect();
-    for (i, r) in reference.iter().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, h) in hypothesis.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(r != h)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[hypothesis.len()]
-}
-
 /// The payloads of flow events named `name` on `server`, oldest first.
 fn flow_events(server: &Server, name: &str) -> Vec<serde_json::Value> {
     let events = vox_json(server, &["events", "--limit", "1000"]);
@@ -2528,12 +2513,10 @@ fn receptionist_hears_what_the_caller_says_and_knows_what_they_heard_of_an_inter
     let texts: Vec<String> =
         turns.iter().map(|t| t["text"].as_str().unwrap_or_default().to_owned()).collect();
     // Every utterance is one turn; WER over the whole conversation.
-    let mut reference: Vec<&str> = said.iter().flat_map(|s| s.split_whitespace()).collect();
-    reference.extend(["what", "are", "your", "hours", "stop", "goodbye"]);
-    let all = texts.join(" ");
-    let hypothesis: Vec<&str> = all.split_whitespace().collect();
-    let errors = word_errors(&reference, &hypothesis);
-    let wer = errors as f64 / reference.len() as f64;
+    let reference = format!("{} what are your hours stop goodbye", said.join(" "));
+    let words = reference.split_whitespace().count();
+    let errors = voxide_speech::word_errors(&reference, &texts.join(" "));
+    let wer = errors as f64 / words as f64;
     for t in &turns {
         eprintln!("heard {:<28} confidence {}", t["text"], t["confidence"]);
     }
@@ -2541,7 +2524,7 @@ fn receptionist_hears_what_the_caller_says_and_knows_what_they_heard_of_an_inter
         "receptionist over RTP: {} turns for {} utterances, word error rate {errors}/{} = {:.1} %",
         turns.len(),
         said.len() + 3,
-        reference.len(),
+        words,
         wer * 100.0
     );
     assert!(wer <= 0.3, "word error rate {:.1} %: heard {texts:?}", wer * 100.0);

@@ -193,6 +193,25 @@ mod missing {
     }
 }
 
+/// Word errors of `hypothesis` against `reference` (word-level Levenshtein distance:
+/// substitutions, insertions, deletions); divided by the reference's word count, the word
+/// error rate.
+pub fn word_errors(reference: &str, hypothesis: &str) -> usize {
+    let r: Vec<&str> = reference.split_whitespace().collect();
+    let h: Vec<&str> = hypothesis.split_whitespace().collect();
+    let mut row: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, hw) in h.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(rw != hw)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[h.len()]
+}
+
 /// 8 kHz → 16 kHz by linear interpolation. (Measured: a windowed-sinc low-pass instead
 /// recognises worse with this model, which was trained on full-band audio: the interpolation's
 /// images above 4 kHz resemble the energy it expects there.)
@@ -209,6 +228,14 @@ fn upsample(pcm: &[i16], last: &mut i16) -> Vec<i16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_errors_count_substitutions_insertions_and_deletions() {
+        assert_eq!(word_errors("seven three five", "seven three five"), 0);
+        assert_eq!(word_errors("seven three five", "two eight three five"), 2);
+        assert_eq!(word_errors("yes please", "yes"), 1);
+        assert_eq!(word_errors("", "oh"), 1);
+    }
 
     #[test]
     fn upsampling_interpolates_across_chunks() {

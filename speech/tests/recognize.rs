@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use voxide_media::{g711, resample, wav};
-use voxide_speech::{Grammar, Model, Recognizer};
+use voxide_speech::{Grammar, Model, Recognizer, word_errors};
 
 /// espeak-ng's voice for `text`, as a caller's phone would send it: 8 kHz, μ-law.
 fn telephone(text: &str) -> Vec<i16> {
@@ -30,23 +30,6 @@ fn telephone(text: &str) -> Vec<i16> {
 /// Low line noise (about -60 dBFS), deterministic.
 fn noise(i: usize) -> i16 {
     ((i.wrapping_mul(2_654_435_761) >> 7) % 65) as i16 - 32
-}
-
-/// Word-level Levenshtein distance.
-fn word_errors(reference: &str, hypothesis: &str) -> usize {
-    let r: Vec<&str> = reference.split_whitespace().collect();
-    let h: Vec<&str> = hypothesis.split_whitespace().collect();
-    let mut row: Vec<usize> = (0..=h.len()).collect();
-    for (i, rw) in r.iter().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, hw) in h.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(rw != hw)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[h.len()]
 }
 
 fn model() -> Option<Model> {

@@ -24,7 +24,7 @@ struct Turn {
     ms: u64,
     preroll: VecDeque<(u64, Vec<i16>)>,
     keep: usize,
-    decoding: Option<Decoding>,
+    decoding: Decoding,
     /// Where the audio fed to the recognizer starts, once the utterance began.
     fed_from: Option<u64>,
 }
@@ -61,7 +61,7 @@ impl Turn {
             ms: 0,
             preroll: VecDeque::new(),
             keep: ((u64::from(opts.min_speech_ms) + PREROLL_MS) / FRAME_MS + 2) as usize,
-            decoding: Some(decoding),
+            decoding,
             fed_from: None,
         })
     }
@@ -71,9 +71,8 @@ impl Turn {
         let at = self.ms;
         self.ms += FRAME_MS;
         let event = self.endpointer.push(&frame);
-        let Some(decoding) = &self.decoding else { return event };
         if self.fed_from.is_some() {
-            decoding.feed(frame);
+            self.decoding.feed(frame);
             return event;
         }
         self.preroll.push_back((at, frame));
@@ -85,7 +84,7 @@ impl Turn {
             for (start, frame) in self.preroll.drain(..) {
                 if start >= from {
                     self.fed_from.get_or_insert(start);
-                    decoding.feed(frame);
+                    self.decoding.feed(frame);
                 }
             }
         }
@@ -93,12 +92,9 @@ impl Turn {
     }
 
     /// What was said between `start_ms` and `end_ms` (ms since the turn began).
-    async fn recognise(mut self, start_ms: u64, end_ms: u64) -> CallResult<Utterance> {
+    async fn recognise(self, start_ms: u64, end_ms: u64) -> CallResult<Utterance> {
         let fed_from = self.fed_from.unwrap_or(start_ms);
-        let Some(decoding) = self.decoding.take() else {
-            return Err(CallError::Failed("speech recognition was not started".into()));
-        };
-        let heard = decoding.finish().await.map_err(recognition_error)?;
+        let heard = self.decoding.finish().await.map_err(recognition_error)?;
         let at = |ms: u32| u32::try_from(fed_from + u64::from(ms)).unwrap_or(u32::MAX);
         Ok(Utterance {
             text: heard.text,
@@ -126,12 +122,11 @@ fn ms_since(t: Instant) -> u32 {
     u32::try_from(t.elapsed().as_millis()).unwrap_or(u32::MAX)
 }
 
-/// Taps `session`'s received audio for a turn; `None` when there is no turn to feed.
-fn tap(session: &Session, turn: &Option<Turn>) -> Option<mpsc::Receiver<Vec<i16>>> {
-    turn.as_ref()?;
+/// Taps `session`'s received audio.
+fn tap(session: &Session) -> mpsc::Receiver<Vec<i16>> {
     let (tx, rx) = mpsc::channel(TAP_FRAMES);
     session.tap(Some(tx));
-    Some(rx)
+    rx
 }
 
 async fn next_frame(frames: &mut Option<mpsc::Receiver<Vec<i16>>>) -> Option<Vec<i16>> {
@@ -163,7 +158,8 @@ impl SipCall {
 
     /// What the caller said, on the call's event stream.
     fn heard(&self, verb: &str, u: &Utterance) {
-        tracing::info!(call = self.call.0, text = %u.text, confidence = u.confidence, "{verb}: heard");
+        // What callers say is theirs: in the call's events, not in the log at info.
+        tracing::debug!(call = self.call.0, text = %u.text, confidence = u.confidence, "{verb}: heard");
         if let Some(live) = &self.live {
             live.event(
                 "call.speech",
@@ -189,18 +185,31 @@ impl SipCall {
             return Ok(Some(self.key_turn(0)));
         }
         let engine = self.speech_engine("listen")?;
-        let turn = Some(Turn::start(&engine, &opts, Some(opts.no_input_ms)).await?);
-        let Some(session) = self.session.take() else { return Err(Self::unavailable("listen")) };
-        let mut frames = tap(&session, &turn);
-        let mut turn = turn;
-        let mut session = Some(session);
+        let Some(session) = self.session.as_ref() else { return Err(Self::unavailable("listen")) };
+        // Tapped before the recognizer is ready (taking one may load the model), so a caller
+        // who starts speaking meanwhile is heard from the start: the tap holds the frames.
+        let mut frames = Some(tap(session));
+        let mut turn = match Turn::start(&engine, &opts, Some(opts.no_input_ms)).await {
+            Ok(turn) => turn,
+            Err(e) => {
+                session.tap(None);
+                return Err(e);
+            }
+        };
+        let mut session = self.session.take();
+        /// How the turn ended.
+        enum End {
+            NoInput,
+            Keys,
+            Said(u64, u64),
+        }
         let result = loop {
             tokio::select! {
                 frame = next_frame(&mut frames) => match frame {
-                    Some(frame) => match turn.as_mut().and_then(|t| t.push(frame)) {
-                        Some(Endpoint::NoInput) => break Ok(None),
+                    Some(frame) => match turn.push(frame) {
+                        Some(Endpoint::NoInput) => break Ok(End::NoInput),
                         Some(Endpoint::Ended { start_ms, end_ms, .. }) => {
-                            break Ok(Some((start_ms, end_ms)));
+                            break Ok(End::Said(start_ms, end_ms));
                         }
                         Some(Endpoint::Started { .. }) | None => {}
                     },
@@ -210,13 +219,7 @@ impl SipCall {
                 wake = self.next_event(&mut session) => match wake {
                     Wake::Gone => break Err(CallError::Hangup),
                     Wake::MediaLost => return Err(CallError::Hangup),
-                    Wake::Digit => {
-                        if let Some(s) = &session {
-                            s.tap(None);
-                        }
-                        self.session = session;
-                        return Ok(Some(self.key_turn(ms_since(began))));
-                    }
+                    Wake::Digit => break Ok(End::Keys),
                     Wake::Signal => {}
                 },
             }
@@ -226,8 +229,11 @@ impl SipCall {
         }
         self.session = session;
         self.apply_pending_answer();
-        let Some((start_ms, end_ms)) = result? else { return Ok(None) };
-        let Some(turn) = turn else { return Ok(None) };
+        let (start_ms, end_ms) = match result? {
+            End::NoInput => return Ok(None),
+            End::Keys => return Ok(Some(self.key_turn(ms_since(began)))),
+            End::Said(start_ms, end_ms) => (start_ms, end_ms),
+        };
         let utterance = turn.recognise(start_ms, end_ms).await?;
         self.heard("listen", &utterance);
         Ok(Some(utterance))
@@ -264,13 +270,13 @@ impl SipCall {
             let keys = keyed.then(|| self.key_turn(ms_since(began)));
             return Ok(spoken(if keyed { sent.min(pcm.len()) } else { pcm.len() }, keys));
         }
-        let turn = match by_speech {
+        let mut turn = match by_speech {
             true => Some(Turn::start(&self.speech_engine("speak")?, &opts.listen, None).await?),
             false => None,
         };
         let Some(session) = self.session.take() else { return Err(Self::unavailable("speak")) };
-        let mut frames = tap(&session, &turn);
-        let mut turn = turn;
+        // Tapped as the prompt starts: barge-in is speech over it.
+        let mut frames = turn.as_ref().map(|_| tap(&session));
         let mut done = session.play(pcm.clone());
         let mut session = Some(session);
         let mut sent: Option<usize> = None;
